@@ -1,0 +1,36 @@
+# `make train` sets everything up on a fresh machine (venv, torch, imgrec, Fashion-MNIST) and trains
+# the default model; `make test` runs the test suite. Both are idempotent.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+FASHION_MNIST := /usr/share/datasets/fashion-mnist
+
+.PHONY: setup data train test ui clean
+
+setup: $(BIN)/.installed data
+
+# torch first and pinned: a bare `pip install torch` (or a dependency asking for a newer one) pulls CUDA wheels.
+$(BIN)/.installed: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -c constraints.txt -e ".[dev]"
+	@! $(BIN)/pip show --quiet torchvision 2>/dev/null || { echo "torchvision is installed in $(VENV): it breaks Lightning with a CPU torch; pip uninstall torchvision"; exit 1; }
+	touch $@
+
+# Real Fashion-MNIST (70k images) from Debian: the default dataset, found without a download.
+data:
+	@[ -f $(FASHION_MNIST)/train-images-idx3-ubyte.gz ] || \
+	  { $(SUDO) apt-get install -y dataset-fashion-mnist || { $(SUDO) apt-get update && $(SUDO) apt-get install -y dataset-fashion-mnist; }; }
+
+train: setup
+	$(BIN)/python train.py $(ARGS)
+
+test: setup
+	$(BIN)/python -m pytest $(ARGS)
+
+ui: setup
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db
+
+clean:
+	rm -rf outputs mlruns .pytest_cache

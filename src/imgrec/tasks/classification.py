@@ -1,0 +1,132 @@
+"""Supervised classification: any network that maps images to class logits."""
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchmetrics import ConfusionMatrix, MaxMetric, MeanMetric, MetricCollection
+from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score, MulticlassPrecision, MulticlassRecall
+
+from imgrec.tasks import optim
+
+LOSSES = ("cross_entropy", "label_smoothing", "mse")
+STAGES = ("train", "val", "test")
+
+
+def summary_metrics(num_classes: int) -> MetricCollection:
+    """Accuracy over all samples; precision, recall and F1 averaged over classes."""
+    return MetricCollection(
+        {
+            "acc": MulticlassAccuracy(num_classes, average="micro"),
+            "precision": MulticlassPrecision(num_classes, average="macro"),
+            "recall": MulticlassRecall(num_classes, average="macro"),
+            "f1": MulticlassF1Score(num_classes, average="macro"),
+        }
+    )
+
+
+def per_class_metrics(num_classes: int) -> MetricCollection:
+    return MetricCollection(
+        {
+            "precision": MulticlassPrecision(num_classes, average=None),
+            "recall": MulticlassRecall(num_classes, average=None),
+            "f1": MulticlassF1Score(num_classes, average=None),
+        }
+    )
+
+
+class ClassificationTask(L.LightningModule):
+    """Trains `net` with one shared step for train/val/test.
+
+    Logged per epoch: {train,val,test}/loss, acc (micro), precision, recall, f1 (macro), and
+    val/acc_best. At test, `test_report` holds the confusion matrix and per-class metrics for
+    the ClassificationReport callback to render.
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        scheduler: dict[str, Any] | None,
+        num_classes: int,
+        class_names: Sequence[str] | None = None,
+        loss: str = "cross_entropy",
+        label_smoothing: float = 0.1,
+    ):
+        super().__init__()
+        if loss not in LOSSES:
+            raise ValueError(f"task.loss: unknown '{loss}'; choose one of {', '.join(LOSSES)}")
+        self.net = net
+        self.optimizer, self.scheduler = optimizer, scheduler
+        self.num_classes, self.loss_name = num_classes, loss
+        self.class_names = list(class_names or range(num_classes))
+        self.label_smoothing = label_smoothing if loss == "label_smoothing" else 0.0
+
+        for stage in STAGES:  # attributes, not a ModuleDict: its key "train" would shadow Module.train()
+            setattr(self, f"{stage}_metrics", summary_metrics(num_classes))
+            setattr(self, f"{stage}_loss", MeanMetric())
+        self.val_acc_best = MaxMetric()
+        self.val_acc_best.persistent(True)  # kept in checkpoints, so a resumed run remembers its best
+        self.test_confusion = ConfusionMatrix(task="multiclass", num_classes=num_classes)
+        self.test_per_class = per_class_metrics(num_classes)
+        self.test_report: dict[str, Any] | None = None
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.net(images)
+
+    def criterion(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        if self.loss_name == "mse":
+            return F.mse_loss(logits.softmax(dim=1), F.one_hot(labels, self.num_classes).to(logits.dtype))
+        return F.cross_entropy(logits, labels, label_smoothing=self.label_smoothing)
+
+    def model_step(self, batch, stage: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        images, labels = batch
+        logits = self(images)
+        loss = self.criterion(logits, labels)
+        preds = logits.argmax(dim=1)
+        # update(), not forward(): metrics are logged per epoch, so per-batch values would be wasted work
+        mean_loss, metrics = getattr(self, f"{stage}_loss"), getattr(self, f"{stage}_metrics")
+        mean_loss.update(loss.detach())
+        metrics.update(preds, labels)
+        self.log(f"{stage}/loss", mean_loss, on_step=False, on_epoch=True, prog_bar=True)
+        for name, metric in metrics.items():
+            self.log(f"{stage}/{name}", metric, on_step=False, on_epoch=True, prog_bar=name == "acc")
+        return loss, preds, labels
+
+    def on_train_start(self) -> None:
+        # The sanity check must not count towards the best validation accuracy.
+        self.val_loss.reset()
+        self.val_metrics.reset()
+        self.val_acc_best.reset()
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        loss, _, _ = self.model_step(batch, "train")
+        return loss
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        self.model_step(batch, "val")
+
+    def on_validation_epoch_end(self) -> None:
+        self.val_acc_best(self.val_metrics["acc"].compute())
+        self.log("val/acc_best", self.val_acc_best.compute(), sync_dist=True, prog_bar=True)
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        _, preds, labels = self.model_step(batch, "test")
+        self.test_confusion.update(preds, labels)
+        self.test_per_class.update(preds, labels)
+
+    def on_test_epoch_end(self) -> None:
+        # compute() gathers across DDP ranks, so every rank calls it; rank zero renders the report.
+        self.test_report = {
+            "confusion": self.test_confusion.compute().cpu(),
+            "per_class": {name: values.cpu() for name, values in self.test_per_class.compute().items()},
+            "class_names": self.class_names,
+        }
+        self.test_confusion.reset()
+        self.test_per_class.reset()
+
+    def configure_optimizers(self):
+        return optim.configure(self.parameters(), self.optimizer, self.scheduler, optim.run_length(self.trainer))

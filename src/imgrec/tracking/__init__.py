@@ -1,0 +1,1 @@
+"""MLflow: run setup, identity and resume, artifacts."""

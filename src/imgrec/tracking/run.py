@@ -1,0 +1,163 @@
+"""The lifecycle of one MLflow run: identity, tags, params, artifacts and a final status.
+
+Lightning's MLFlowLogger writes metrics and the best checkpoint; this module owns everything
+else, including the status: FINISHED, FAILED (an exception) or KILLED (Ctrl-C, SIGTERM), so no
+run stays RUNNING after its process is gone.
+"""
+
+import hashlib
+import json
+import logging
+import os
+import platform
+import shlex
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from lightning.pytorch.loggers import MLFlowLogger
+from mlflow import MlflowClient
+from mlflow.entities import RunStatus
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+log = logging.getLogger(__name__)
+
+CONFIG_HASH_TAG = "imgrec.config_hash"
+CHECKPOINT_DIR_TAG = "imgrec.checkpoint_dir"
+
+
+def config_hash(cfg: DictConfig) -> str:
+    """A hash of what makes a run's result: the resolved config without paths, tracking or resume settings.
+
+    Paths are replaced by placeholders before resolving, so the same experiment hashes the same
+    in every run directory and on every machine.
+    """
+    cfg = cfg.copy()
+    with open_dict(cfg):
+        cfg.paths.root = "<root>"
+        cfg.paths.output_dir = "<output_dir>"
+        for volatile in ("ckpt_path", "logger", "hydra"):
+            cfg.pop(volatile, None)
+    text = json.dumps(OmegaConf.to_container(cfg, resolve=True), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def ensure_store(tracking_uri: str) -> None:
+    """SQLite needs its folder to exist before MLflow can create the database in it."""
+    if tracking_uri.startswith("sqlite:///"):
+        Path(tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+
+
+@dataclass(frozen=True)
+class Resume:
+    run_id: str
+    checkpoint: Path
+
+
+def find_resumable(tracking_uri: str, experiment_name: str, config_id: str) -> Resume | None:
+    """The latest unfinished run with this config hash whose last.ckpt still exists."""
+    client = MlflowClient(tracking_uri)
+    experiment = client.get_experiment_by_name(experiment_name)
+    if experiment is None:
+        return None
+    runs = client.search_runs(
+        [experiment.experiment_id],
+        filter_string=f"tags.`{CONFIG_HASH_TAG}` = '{config_id}' and attributes.status != 'FINISHED'",
+        order_by=["attributes.start_time DESC"],
+    )
+    for run in runs:
+        checkpoint = Path(run.data.tags.get(CHECKPOINT_DIR_TAG, "")) / "last.ckpt"
+        if checkpoint.is_file():
+            return Resume(run.info.run_id, checkpoint)
+    return None
+
+
+CODE_DIR = Path(__file__).resolve().parents[3]  # the checkout imgrec runs from (src layout)
+
+
+def _git(*args: str) -> str | None:
+    """git's answer about the code that is running (not the cwd), or None outside a checkout."""
+    try:
+        out = subprocess.run(["git", *args], cwd=CODE_DIR, capture_output=True, text=True, timeout=10, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip()
+
+
+def run_tags(output_dir: str, config_id: str, checkpoint_dir: str) -> dict[str, str]:
+    commit = _git("rev-parse", "HEAD")
+    status = _git("status", "--porcelain", "--untracked-files=no")
+    tags = {
+        "command": shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "mlflow.source.name": sys.argv[0],
+        "host": platform.node(),
+        "hydra.output_dir": output_dir,
+        CONFIG_HASH_TAG: config_id,
+        CHECKPOINT_DIR_TAG: checkpoint_dir,
+    }
+    if commit:
+        tags["mlflow.source.git.commit"] = commit
+        tags["git.dirty"] = str(bool(status))
+    return tags
+
+
+def flat_params(cfg: DictConfig) -> dict[str, object]:
+    container = OmegaConf.to_container(cfg, resolve=True)
+    container.pop("hydra", None)
+    flat: dict[str, object] = {}
+
+    def walk(node, prefix: str) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                walk(value, f"{prefix}{key}.")
+        else:
+            flat[prefix[:-1]] = node
+
+    walk(container, "")
+    return flat
+
+
+def _raise_keyboard_interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+@contextmanager
+def tracked_run(logger: MLFlowLogger, cfg: DictConfig, tags: dict[str, str], resumed: bool) -> Iterator[str]:
+    """Start (or reopen) the run, yield its id, and give it a final status however the block ends."""
+    client, run_id = logger.experiment, logger.run_id
+    if resumed:
+        client.update_run(run_id, status=RunStatus.to_string(RunStatus.RUNNING))
+    else:
+        logger.log_hyperparams(flat_params(cfg))
+    for key, value in tags.items():
+        client.set_tag(run_id, key, value)
+    hydra_dir = Path(tags["hydra.output_dir"]) / ".hydra"
+    if hydra_dir.is_dir():  # config.yaml, overrides.yaml, hydra.yaml
+        client.log_artifacts(run_id, str(hydra_dir), "hydra")
+
+    # SIGTERM (kill, a scheduler's preemption) ends the run like Ctrl-C: KILLED, not RUNNING forever.
+    previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    status = "FAILED"
+    try:
+        yield run_id
+        status = "FINISHED"
+    except (KeyboardInterrupt, SystemExit):
+        status = "KILLED"  # Lightning turns Ctrl-C into sys.exit(1)
+        raise
+    except BaseException as err:
+        client.set_tag(run_id, "error", f"{type(err).__name__}: {err}"[:5000])
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        client.set_terminated(run_id, status)
+        log.info("MLflow run %s ended %s", run_id, status)
+
+
+def log_artifact(logger, path: Path, artifact_path: str | None = None) -> None:
+    """Log a file to the run, if the run is tracked by MLflow."""
+    if isinstance(logger, MLFlowLogger):
+        logger.experiment.log_artifact(logger.run_id, str(path), artifact_path)

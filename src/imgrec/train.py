@@ -1,0 +1,130 @@
+"""compose -> instantiate -> fit -> test -> log. `train(cfg)` is what train.py and sweeps call."""
+
+import logging
+from pathlib import Path
+
+import hydra
+import lightning as L
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from omegaconf import DictConfig, open_dict
+from rich.console import Console
+
+from imgrec.config import CONF_DIR, config_errors, register_resolvers
+from imgrec.errors import ConfigError, ImgrecError
+from imgrec.tracking import run as tracking
+
+log = logging.getLogger(__name__)
+
+
+def train(cfg: DictConfig) -> float | None:
+    """Train and test one configuration; returns `cfg.optimized_metric` (None if it was not logged)."""
+    with open_dict(cfg):
+        cfg.seed = L.seed_everything(cfg.seed, workers=True)  # a null seed is drawn here and logged
+
+    with config_errors("data"):
+        datamodule = instantiate(cfg.data)
+    datamodule.prepare_data()  # missing data fails here, before any MLflow run exists
+    task = build_task(cfg, datamodule)
+
+    tracking.ensure_store(cfg.logger.tracking_uri)
+    config_id = tracking.config_hash(cfg)
+    resume = resolve_resume(cfg, config_id)
+    if resume:  # keep writing checkpoints where the interrupted run wrote them
+        with open_dict(cfg):
+            cfg.callbacks.model_checkpoint.dirpath = str(resume.checkpoint.parent)
+
+    output_dir = cfg.paths.output_dir
+    with config_errors("callbacks"):
+        callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None]
+    with config_errors("logger"):
+        logger = instantiate(cfg.logger, run_name=run_name(), run_id=resume.run_id if resume else None)
+    with config_errors("trainer"):
+        trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger)
+
+    ckpt_path = str(resume.checkpoint) if resume else cfg.ckpt_path
+    if not trainer.is_global_zero:  # DDP ranks > 0 train and test; rank zero tracks
+        return fit_and_test(trainer, task, datamodule, cfg, ckpt_path)
+
+    tags = tracking.run_tags(output_dir, config_id, cfg.callbacks.model_checkpoint.dirpath)
+    with tracking.tracked_run(logger, cfg, tags, resumed=resume is not None) as run_id:
+        metric = fit_and_test(trainer, task, datamodule, cfg, ckpt_path)
+    print_summary(trainer, cfg, metric, run_id, output_dir)
+    return metric
+
+
+def build_task(cfg: DictConfig, datamodule) -> L.LightningModule:
+    with config_errors("model"):
+        # _convert_: nets get plain lists and dicts, never OmegaConf containers
+        net = instantiate(cfg.model, _convert_="all")(in_shape=datamodule.in_shape, num_classes=datamodule.num_classes)
+    with config_errors("optimizer"):
+        optimizer = instantiate(cfg.optimizer)
+        optimizer(params=[torch.nn.Parameter(torch.zeros(1))])  # bad values (lr < 0...) fail now, not mid-fit
+    with config_errors("scheduler"):
+        scheduler = instantiate(cfg.scheduler)
+    with config_errors("task"):
+        return instantiate(
+            cfg.task,
+            net=net,
+            optimizer=optimizer,
+            scheduler=scheduler,
+            num_classes=datamodule.num_classes,
+            class_names=list(datamodule.class_names),
+        )
+
+
+def resolve_resume(cfg: DictConfig, config_id: str) -> tracking.Resume | None:
+    """`ckpt_path=last`: the latest unfinished run of this config, if any. A file path: checked here."""
+    if cfg.ckpt_path is None:
+        return None
+    if cfg.ckpt_path != "last":
+        if not Path(cfg.ckpt_path).is_file():
+            raise ConfigError(f"ckpt_path: no such checkpoint file '{cfg.ckpt_path}'")
+        return None
+    resume = tracking.find_resumable(cfg.logger.tracking_uri, cfg.logger.experiment_name, config_id)
+    if resume is None:
+        log.warning("ckpt_path=last: no interrupted run with this configuration; starting a new run")
+    else:
+        log.info("Resuming MLflow run %s from %s", resume.run_id, resume.checkpoint)
+    return resume
+
+
+def fit_and_test(trainer: L.Trainer, task, datamodule, cfg: DictConfig, ckpt_path: str | None) -> float | None:
+    trainer.fit(task, datamodule=datamodule, ckpt_path=None if ckpt_path == "last" else ckpt_path)
+    metric = trainer.callback_metrics.get(cfg.optimized_metric)
+    if cfg.test:
+        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+        trainer.test(task, datamodule=datamodule, ckpt_path=best or None)
+    return None if metric is None else float(metric)
+
+
+def run_name() -> str:
+    choices = HydraConfig.get().runtime.choices
+    return f"{choices.get('model')}-{choices.get('data')}"
+
+
+def print_summary(trainer: L.Trainer, cfg: DictConfig, metric: float | None, run_id: str, output_dir: str) -> None:
+    """Where to find the run, after Lightning's own table of test metrics."""
+    console = Console()
+    if metric is not None:
+        console.print(f"[bold]{cfg.optimized_metric}[/] {metric:.4f}", end="  ")
+    if "test/acc" in trainer.callback_metrics:
+        console.print(f"[bold]test/acc[/] {float(trainer.callback_metrics['test/acc']):.4f}", end="")
+    console.print()
+    console.print(f"[bold]MLflow run[/] {run_id} (experiment '{cfg.logger.experiment_name}')")
+    console.print(f"[bold]Outputs[/]    {output_dir}")
+    console.print(f"[bold]Browse[/]     mlflow ui --backend-store-uri {cfg.logger.tracking_uri}")
+
+
+def _main(cfg: DictConfig) -> float | None:
+    try:
+        return train(cfg)
+    except ImgrecError as err:
+        raise SystemExit(f"error: {err}") from None
+
+
+def main() -> None:
+    """Console entry point: `python train.py [overrides]` or `imgrec-train [overrides]`."""
+    register_resolvers()
+    hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")(_main)()

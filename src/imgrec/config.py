@@ -8,7 +8,7 @@ from pathlib import Path
 from hydra.errors import InstantiationException
 from omegaconf import OmegaConf
 
-from imgrec.errors import ConfigError, ImgrecError
+from imgrec.errors import ConfigError, ImgrecError, one_line
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
@@ -30,10 +30,6 @@ def config_errors(group: str) -> Iterator[None]:
         cause = err.__cause__ or err
         if isinstance(cause, ImgrecError):
             raise cause from None
-        raise ConfigError(f"{group}: {_one_line(cause)}") from err
+        raise ConfigError(f"{group}: {one_line(cause)}") from err
     except (ValueError, TypeError) as err:
-        raise ConfigError(f"{group}: {_one_line(err)}") from err
-
-
-def _one_line(err: BaseException) -> str:
-    return " ".join(str(err).split()) or type(err).__name__
+        raise ConfigError(f"{group}: {one_line(err)}") from err

@@ -1,6 +1,7 @@
 """compose -> instantiate -> fit -> test -> log. `train(cfg)` is what train.py and sweeps call."""
 
 import logging
+import warnings
 from pathlib import Path
 
 import hydra
@@ -127,4 +128,6 @@ def _main(cfg: DictConfig) -> float | None:
 def main() -> None:
     """Console entry point: `python train.py [overrides]` or `imgrec-train [overrides]`."""
     register_resolvers()
+    # Lightning 2.6 calls an API torch 2.13 deprecates, once per run: noise, not the user's concern.
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
     hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")(_main)()

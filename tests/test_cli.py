@@ -1,0 +1,63 @@
+"""`python train.py ...` as a user runs it: exit codes, messages, Hydra multirun and DDP."""
+
+import pytest
+from mlflow import MlflowClient
+
+from tests.conftest import FAST, runs, train_py
+
+pytestmark = pytest.mark.slow
+
+
+def client(tmp_path) -> MlflowClient:
+    return MlflowClient(f"sqlite:///{tmp_path}/mlruns/mlflow.db")
+
+
+def test_default_command_trains_tests_and_reports_the_run(tmp_path, idx_root):
+    done = train_py(f"data.root={idx_root}", *FAST, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (run,) = runs(client(tmp_path))
+    assert run.info.status == "FINISHED" and run.info.run_name == "cnn-fashion_mnist"
+    assert f"MLflow run {run.info.run_id}" in done.stdout
+    assert "mlflow ui --backend-store-uri sqlite:///./mlruns/mlflow.db" in done.stdout
+    artifacts = {a.path for a in client(tmp_path).list_artifacts(run.info.run_id, "hydra")}
+    assert {"hydra/config.yaml", "hydra/overrides.yaml", "hydra/hydra.yaml"} <= artifacts
+    assert run.data.tags["command"].startswith("train.py data.root=")
+
+
+def test_unknown_group_option_lists_the_available_ones(tmp_path):
+    done = train_py("model=resnet9000", cwd=tmp_path)
+    assert done.returncode != 0
+    assert "resnet9000" in done.stderr and "keras_cnn" in done.stderr and "tf_cnn" in done.stderr
+
+
+def test_bad_value_is_one_line_and_leaves_no_run(tmp_path, idx_root):
+    done = train_py(f"data.root={idx_root}", "data.batch_size=-1", cwd=tmp_path)
+    assert done.returncode != 0
+    assert done.stderr.strip().splitlines()[-1] == "error: data.batch_size must be a positive integer, got -1"
+    assert "Traceback" not in done.stderr
+    assert runs(client(tmp_path)) == []
+
+
+def test_missing_dataset_says_where_it_looked_and_how_to_get_it(tmp_path):
+    done = train_py("data=cifar10", f"data.root={tmp_path / 'none'}", "data.download=false", cwd=tmp_path)
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    message = done.stderr.strip().splitlines()[-1]
+    assert message.startswith("error: ") and str(tmp_path / "none") in message and "download" in message
+
+
+def test_hydra_multirun_gives_one_run_per_job(tmp_path, idx_root):
+    done = train_py("-m", "seed=0,1,2", f"data.root={idx_root}", *FAST, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    all_runs = runs(client(tmp_path))
+    assert sorted(r.data.params["seed"] for r in all_runs) == ["0", "1", "2"]
+    assert all(r.info.status == "FINISHED" for r in all_runs)
+    assert len({r.data.tags["hydra.output_dir"] for r in all_runs}) == 3
+
+
+def test_two_process_ddp_on_cpu_logs_one_run(tmp_path, idx_root):
+    done = train_py("trainer=ddp_cpu", f"data.root={idx_root}", *FAST, cwd=tmp_path, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (run,) = runs(client(tmp_path))  # rank 1 trains but does not track
+    assert run.info.status == "FINISHED"
+    assert run.data.params["trainer.devices"] == "2" and run.data.params["trainer.strategy"] == "ddp"
+    assert "test/acc" in run.data.metrics

@@ -1,0 +1,74 @@
+"""Every option of every config group composes, and what it describes can be built."""
+
+import pytest
+import torch
+from hydra.utils import instantiate
+
+from imgrec.config import CONF_DIR
+from imgrec.train import build_task
+
+
+def options(group: str) -> list[str]:
+    return sorted(path.stem for path in (CONF_DIR / group).glob("*.yaml"))
+
+
+def test_the_fixed_groups_exist():
+    for group in ("model", "data", "optimizer", "scheduler", "trainer", "logger", "callbacks",
+                  "experiment", "debug", "paths", "hydra"):
+        assert options(group), f"conf/{group}/ is empty"
+    assert {"cpu", "gpu", "ddp", "ddp_cpu"} <= set(options("trainer"))
+    assert {"sgd", "adam", "adamw", "rmsprop"} <= set(options("optimizer"))
+    assert {"none", "step", "multistep", "cosine", "onecycle", "plateau"} <= set(options("scheduler"))
+
+
+@pytest.mark.parametrize("data", ["fashion_mnist", "cifar10"])
+@pytest.mark.parametrize("model", options("model"))
+def test_every_model_builds_for_grayscale_and_rgb_data(make_cfg, model, data):
+    cfg = make_cfg(f"model={model}", f"data={data}")
+    datamodule = instantiate(cfg.data)
+    task = build_task(cfg, datamodule)
+    logits = task(torch.zeros(2, *datamodule.in_shape))
+    assert logits.shape == (2, datamodule.num_classes)
+
+
+@pytest.mark.parametrize("data", options("data"))
+def test_every_dataset_config_builds_a_datamodule(make_cfg, data):
+    datamodule = instantiate(make_cfg(f"data={data}").data)
+    assert datamodule.spec.name == data and datamodule.num_classes == len(datamodule.class_names)
+
+
+@pytest.mark.parametrize("optimizer", options("optimizer"))
+@pytest.mark.parametrize("scheduler", options("scheduler"))
+def test_every_optimizer_works_with_every_scheduler(make_cfg, optimizer, scheduler):
+    cfg = make_cfg(f"optimizer={optimizer}", f"scheduler={scheduler}")
+    opt = instantiate(cfg.optimizer)(params=[torch.nn.Parameter(torch.zeros(2))])
+    schedule = instantiate(cfg.scheduler).schedule
+    if schedule is not None:
+        kwargs = {k: 100 for k in ("T_max", "total_steps") if schedule.keywords.get(k, 0) is None}
+        assert schedule(optimizer=opt, **kwargs).optimizer is opt
+
+
+@pytest.mark.parametrize("trainer", options("trainer"))
+def test_every_trainer_composes_and_cpu_ones_build(make_cfg, trainer):
+    cfg = make_cfg(f"trainer={trainer}", fast=False)
+    assert cfg.trainer._target_ == "lightning.pytorch.Trainer"
+    if cfg.trainer.accelerator in ("cpu", "auto") and cfg.trainer.strategy == "auto":
+        assert instantiate(cfg.trainer, logger=False, enable_checkpointing=False).max_epochs == cfg.trainer.max_epochs
+
+
+@pytest.mark.parametrize("group", ["experiment", "debug"])
+def test_every_preset_composes(make_cfg, group):
+    for option in options(group):
+        cfg = make_cfg(f"{group}={option}", fast=False)
+        assert cfg.trainer is not None
+
+
+def test_callbacks_build(make_cfg):
+    callbacks = [instantiate(c) for c in make_cfg().callbacks.values()]
+    assert any(type(c).__name__ == "ModelCheckpoint" for c in callbacks)
+
+
+def test_tracking_uri_defaults_to_sqlite_and_the_env_var_wins(make_cfg, tmp_path, monkeypatch):
+    assert make_cfg().logger.tracking_uri == f"sqlite:///{tmp_path}/mlruns/mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow.example:5000")
+    assert make_cfg().logger.tracking_uri == "http://mlflow.example:5000"

@@ -1,0 +1,60 @@
+"""Batched augmentation: whole (N, C, H, W) float batches, on whatever device they live on.
+
+Each op draws per-sample randomness from torch's RNG (seeded by `seed_everything`) and none
+loops over samples in Python, so augmenting a batch costs a few kernel launches.
+"""
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+
+def random_crop(images: torch.Tensor, padding: int) -> torch.Tensor:
+    """Zero-pad by `padding` and take a random crop of the original size (a random translation)."""
+    if padding <= 0:
+        return images
+    n, c, h, w = images.shape
+    padded = F.pad(images, (padding,) * 4)
+    dy = torch.randint(0, 2 * padding + 1, (n, 1, 1), device=images.device)
+    dx = torch.randint(0, 2 * padding + 1, (n, 1, 1), device=images.device)
+    rows = (torch.arange(h, device=images.device).view(1, h, 1) + dy).expand(n, h, w)
+    cols = (torch.arange(w, device=images.device).view(1, 1, w) + dx).expand(n, h, w)
+    flat_index = (rows * (w + 2 * padding) + cols).view(n, 1, h * w).expand(n, c, h * w)
+    return padded.flatten(2).gather(2, flat_index).view(n, c, h, w)
+
+
+def random_hflip(images: torch.Tensor) -> torch.Tensor:
+    """Mirror each image left-right with probability 1/2."""
+    flip = torch.rand(images.shape[0], 1, 1, 1, device=images.device) < 0.5
+    return torch.where(flip, images.flip(3), images)
+
+
+def cutout(images: torch.Tensor, size: int) -> torch.Tensor:
+    """Zero a random `size` x `size` square in each image (DeVries & Taylor 2017); it may overhang the border."""
+    if size <= 0:
+        return images
+    n, _, h, w = images.shape
+    cy = torch.randint(0, h, (n, 1, 1), device=images.device)
+    cx = torch.randint(0, w, (n, 1, 1), device=images.device)
+    ys = torch.arange(h, device=images.device).view(1, h, 1)
+    xs = torch.arange(w, device=images.device).view(1, 1, w)
+    inside = ((ys - cy).abs() <= size // 2) & ((xs - cx).abs() <= size // 2)
+    if size % 2 == 0:  # an even square is one pixel shorter on the far side
+        inside &= (ys - cy < size // 2) & (xs - cx < size // 2)
+    return images.masked_fill(inside.unsqueeze(1), 0.0)
+
+
+@dataclass(frozen=True)
+class Augment:
+    """The per-dataset training augmentation (conf/data/*.yaml: `augment`)."""
+
+    crop_padding: int = 0
+    hflip: bool = False
+    cutout: int = 0
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        images = random_crop(images, self.crop_padding)
+        if self.hflip:
+            images = random_hflip(images)
+        return cutout(images, self.cutout)

@@ -1,0 +1,160 @@
+"""The LightningDataModule for every in-memory image dataset.
+
+The whole dataset stays one uint8 tensor (on the GPU when training there); a batch is gathered
+with one indexing op, then normalized and augmented as a whole on the training device.
+"""
+
+from typing import Any
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from imgrec.data import catalog
+from imgrec.data.augment import Augment
+from imgrec.errors import ConfigError
+
+
+class InMemoryImages(Dataset):
+    """uint8 images (N, C, H, W) and int64 labels; `__getitems__` fetches a batch in one indexing op."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor):
+        self.images, self.labels = images, labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int):
+        return self.images[index], self.labels[index]
+
+    def __getitems__(self, indices: list[int]):
+        index = torch.as_tensor(indices, device=self.images.device)
+        return self.images[index], self.labels[index]
+
+
+def _already_batched(batch):
+    """collate_fn for `__getitems__` batches (module-level so worker processes can pickle it)."""
+    return batch
+
+
+def channel_stats(images: torch.Tensor, chunk: int = 8192) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and std of uint8 images in [0, 1] units, in chunks to bound memory."""
+    total = torch.zeros(images.shape[1], dtype=torch.float64)
+    total_sq = torch.zeros_like(total)
+    for start in range(0, len(images), chunk):
+        part = images[start : start + chunk].to(torch.float64).div_(255)
+        total += part.sum(dim=(0, 2, 3))
+        total_sq += part.pow(2).sum(dim=(0, 2, 3))
+    count = images.shape[0] * images.shape[2] * images.shape[3]
+    mean = total / count
+    std = (total_sq / count - mean**2).clamp_min(1e-12).sqrt()
+    return mean.float(), std.float()
+
+
+class ImageDataModule(L.LightningDataModule):
+    def __init__(
+        self,
+        name: str,
+        root: str | None = None,
+        download: bool = True,
+        batch_size: int = 128,
+        eval_batch_size: int = 1000,
+        num_workers: int = 0,
+        val_size: int = 5000,
+        split_seed: int = 0,
+        augment: dict[str, Any] | None = None,
+    ):
+        super().__init__()
+        for key, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size), ("val_size", val_size)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"data.{key} must be a positive integer, got {value!r}")
+        if not isinstance(num_workers, int) or num_workers < 0:
+            raise ConfigError(f"data.num_workers must be an integer >= 0, got {num_workers!r}")
+        self.spec = catalog.get_spec(name)
+        self.root, self.download = root, download
+        self.batch_size, self.eval_batch_size, self.num_workers = batch_size, eval_batch_size, num_workers
+        self.val_size, self.split_seed = val_size, split_seed
+        try:
+            self.augment = Augment(**(augment or {}))
+        except TypeError as err:
+            raise ConfigError(f"data.augment: {err}") from None
+        self.train_set = self.val_set = self.test_set = None
+        self.mean = self.std = None
+
+    # What the model needs to know, available before any file is read.
+    @property
+    def in_shape(self) -> tuple[int, int, int]:
+        return self.spec.in_shape
+
+    @property
+    def num_classes(self) -> int:
+        return self.spec.num_classes
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return self.spec.class_names
+
+    def prepare_data(self) -> None:
+        catalog.locate(self.spec.name, self.root, self.download)  # downloads once, on one process
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is not None:
+            return  # fit then test: read the files once
+        splits = catalog.load_dataset(self.spec.name, self.root, self.download)
+        images, labels = torch.from_numpy(splits.train_images), torch.from_numpy(splits.train_labels)
+        if self.val_size >= len(labels):
+            raise ConfigError(f"data.val_size={self.val_size} must be smaller than the training set ({len(labels)})")
+        # The split depends on split_seed only, so every run (any seed) validates on the same images.
+        order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(self.split_seed))
+        train_idx, val_idx = order[self.val_size :], order[: self.val_size]
+        self.mean, self.std = channel_stats(images[train_idx])
+
+        device = self._data_device()
+        self.train_set = InMemoryImages(images[train_idx].to(device), labels[train_idx].to(device))
+        self.val_set = InMemoryImages(images[val_idx].to(device), labels[val_idx].to(device))
+        self.test_set = InMemoryImages(
+            torch.from_numpy(splits.test_images).to(device), torch.from_numpy(splits.test_labels).to(device)
+        )
+
+    def _data_device(self) -> torch.device:
+        """The accelerator's memory when batches can be gathered there (no worker processes)."""
+        trainer = self.trainer
+        if trainer is not None and self.num_workers == 0:
+            return trainer.strategy.root_device
+        return torch.device("cpu")
+
+    def _loader(self, dataset: InMemoryImages, batch_size: int, shuffle: bool) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            collate_fn=_already_batched,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, self.batch_size, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set, self.eval_batch_size, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.test_set, self.eval_batch_size, shuffle=False)
+
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 -> float, zero mean and unit variance per channel (training-split statistics)."""
+        scale, shift = self._affine(images.device)
+        return images.float().mul_(scale).add_(shift)
+
+    def _affine(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        scale = (1.0 / (255.0 * self.std)).view(1, -1, 1, 1)
+        shift = (-self.mean / self.std).view(1, -1, 1, 1)
+        return scale.to(device), shift.to(device)
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        images, labels = batch
+        images = self.normalize(images)
+        if self.trainer is not None and self.trainer.training:
+            images = self.augment(images)
+        return images, labels

@@ -5,6 +5,8 @@ import torch
 from hydra.utils import instantiate
 
 from imgrec.config import CONF_DIR
+from imgrec.tasks.base import Task
+from imgrec.tasks.classification import ClassificationTask
 from imgrec.train import build_task
 
 
@@ -22,13 +24,14 @@ def test_the_fixed_groups_exist():
 
 
 @pytest.mark.parametrize("data", ["fashion_mnist", "cifar10"])
-@pytest.mark.parametrize("model", options("model"))
-def test_every_model_builds_for_grayscale_and_rgb_data(make_cfg, model, data):
+@pytest.mark.parametrize("model", [m for m in options("model") if m != "transfer"])  # needs a source: test_rnn_transfer
+def test_every_model_builds_its_task_for_grayscale_and_rgb_data(make_cfg, model, data):
     cfg = make_cfg(f"model={model}", f"data={data}")
     datamodule = instantiate(cfg.data)
     task = build_task(cfg, datamodule)
-    logits = task(torch.zeros(2, *datamodule.in_shape))
-    assert logits.shape == (2, datamodule.num_classes)
+    assert isinstance(task, Task) and task.net_spec["in_shape"] == list(datamodule.in_shape)
+    if isinstance(task, ClassificationTask):
+        assert task(torch.zeros(2, *datamodule.in_shape)).shape == (2, datamodule.num_classes)
 
 
 @pytest.mark.parametrize("data", options("data"))

@@ -9,7 +9,7 @@ import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 from rich.console import Console
 
 from imgrec.config import CONF_DIR, config_errors, register_resolvers
@@ -51,6 +51,8 @@ def train(cfg: DictConfig) -> float | None:
     tags = tracking.run_tags(output_dir, config_id, cfg.callbacks.model_checkpoint.dirpath)
     with tracking.tracked_run(logger, cfg, tags, resumed=resume is not None) as run_id:
         metric = fit_and_test(trainer, task, datamodule, cfg, ckpt_path)
+        if trainer.checkpoint_callback and trainer.checkpoint_callback.best_model_path:
+            logger.experiment.set_tag(run_id, tracking.BEST_CHECKPOINT_TAG, trainer.checkpoint_callback.best_model_path)
     print_summary(trainer, cfg, metric, run_id, output_dir)
     return metric
 
@@ -65,7 +67,7 @@ def build_task(cfg: DictConfig, datamodule) -> L.LightningModule:
     with config_errors("scheduler"):
         scheduler = instantiate(cfg.scheduler)
     with config_errors("task"):
-        return instantiate(
+        task = instantiate(
             cfg.task,
             net=net,
             optimizer=optimizer,
@@ -73,6 +75,13 @@ def build_task(cfg: DictConfig, datamodule) -> L.LightningModule:
             num_classes=datamodule.num_classes,
             class_names=list(datamodule.class_names),
         )
+    task.net_spec = {  # saved in every checkpoint, so the net can be rebuilt from it alone
+        "model": OmegaConf.to_container(cfg.model, resolve=True),
+        "in_shape": list(datamodule.in_shape),
+        "num_classes": datamodule.num_classes,
+        "data": datamodule.spec.name,
+    }
+    return task
 
 
 def resolve_resume(cfg: DictConfig, config_id: str) -> tracking.Resume | None:

@@ -51,6 +51,15 @@ def channel_stats(images: torch.Tensor, chunk: int = 8192) -> tuple[torch.Tensor
     return mean.float(), std.float()
 
 
+def _check_classes(classes: list[int] | None, num_classes: int) -> list[int] | None:
+    if classes is None:
+        return None
+    classes = list(classes)
+    if not classes or len(set(classes)) != len(classes) or not all(0 <= c < num_classes for c in classes):
+        raise ConfigError(f"data.classes must be distinct class indices in 0..{num_classes - 1}, got {classes}")
+    return classes
+
+
 class ImageDataModule(L.LightningDataModule):
     def __init__(
         self,
@@ -63,6 +72,8 @@ class ImageDataModule(L.LightningDataModule):
         val_size: int = 5000,
         split_seed: int = 0,
         augment: dict[str, Any] | None = None,
+        classes: list[int] | None = None,
+        train_size: int | None = None,
     ):
         super().__init__()
         for key, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size), ("val_size", val_size)):
@@ -71,6 +82,10 @@ class ImageDataModule(L.LightningDataModule):
         if not isinstance(num_workers, int) or num_workers < 0:
             raise ConfigError(f"data.num_workers must be an integer >= 0, got {num_workers!r}")
         self.spec = catalog.get_spec(name)
+        self.classes = _check_classes(classes, self.spec.num_classes)
+        if train_size is not None and (not isinstance(train_size, int) or train_size < 1):
+            raise ConfigError(f"data.train_size must be a positive integer or null, got {train_size!r}")
+        self.train_size = train_size
         self.root, self.download = root, download
         self.batch_size, self.eval_batch_size, self.num_workers = batch_size, eval_batch_size, num_workers
         self.val_size, self.split_seed = val_size, split_seed
@@ -88,11 +103,13 @@ class ImageDataModule(L.LightningDataModule):
 
     @property
     def num_classes(self) -> int:
-        return self.spec.num_classes
+        return len(self.class_names)
 
     @property
     def class_names(self) -> tuple[str, ...]:
-        return self.spec.class_names
+        if self.classes is None:
+            return self.spec.class_names
+        return tuple(self.spec.class_names[c] for c in self.classes)
 
     def prepare_data(self) -> None:
         catalog.locate(self.spec.name, self.root, self.download)  # downloads once, on one process
@@ -101,20 +118,35 @@ class ImageDataModule(L.LightningDataModule):
         if self.train_set is not None:
             return  # fit then test: read the files once
         splits = catalog.load_dataset(self.spec.name, self.root, self.download)
-        images, labels = torch.from_numpy(splits.train_images), torch.from_numpy(splits.train_labels)
+        images, labels = self._select_classes(torch.from_numpy(splits.train_images), torch.from_numpy(splits.train_labels))
         if self.val_size >= len(labels):
             raise ConfigError(f"data.val_size={self.val_size} must be smaller than the training set ({len(labels)})")
-        # The split depends on split_seed only, so every run (any seed) validates on the same images.
+        # The split depends on split_seed only, so every run (any seed) validates on the same images,
+        # and data.train_size keeps the same labelled subset.
         order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(self.split_seed))
         train_idx, val_idx = order[self.val_size :], order[: self.val_size]
+        if self.train_size is not None:
+            if self.train_size > len(train_idx):
+                raise ConfigError(f"data.train_size={self.train_size} exceeds the {len(train_idx)} training images")
+            train_idx = train_idx[: self.train_size]
         self.mean, self.std = channel_stats(images[train_idx])
 
         device = self._data_device()
+        test_images, test_labels = self._select_classes(
+            torch.from_numpy(splits.test_images), torch.from_numpy(splits.test_labels)
+        )
         self.train_set = InMemoryImages(images[train_idx].to(device), labels[train_idx].to(device))
         self.val_set = InMemoryImages(images[val_idx].to(device), labels[val_idx].to(device))
-        self.test_set = InMemoryImages(
-            torch.from_numpy(splits.test_images).to(device), torch.from_numpy(splits.test_labels).to(device)
-        )
+        self.test_set = InMemoryImages(test_images.to(device), test_labels.to(device))
+
+    def _select_classes(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keep only data.classes, relabelled 0..k-1 in the order given."""
+        if self.classes is None:
+            return images, labels
+        relabel = torch.full((self.spec.num_classes,), -1, dtype=labels.dtype)
+        relabel[torch.tensor(self.classes)] = torch.arange(len(self.classes), dtype=labels.dtype)
+        keep = relabel[labels] >= 0
+        return images[keep], relabel[labels[keep]]
 
     def _data_device(self) -> torch.device:
         """The accelerator's memory when batches can be gathered there (no worker processes)."""

@@ -3,7 +3,6 @@
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -11,6 +10,7 @@ from torchmetrics import ConfusionMatrix, MaxMetric, MeanMetric, MetricCollectio
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score, MulticlassPrecision, MulticlassRecall
 
 from imgrec.tasks import optim
+from imgrec.tasks.base import Task
 
 LOSSES = ("cross_entropy", "label_smoothing", "mse")
 STAGES = ("train", "val", "test")
@@ -38,7 +38,7 @@ def per_class_metrics(num_classes: int) -> MetricCollection:
     )
 
 
-class ClassificationTask(L.LightningModule):
+class ClassificationTask(Task):
     """Trains `net` with one shared step for train/val/test.
 
     Logged per epoch: {train,val,test}/loss, acc (micro), precision, recall, f1 (macro), and

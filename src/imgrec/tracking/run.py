@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 
 CONFIG_HASH_TAG = "imgrec.config_hash"
 CHECKPOINT_DIR_TAG = "imgrec.checkpoint_dir"
+BEST_CHECKPOINT_TAG = "imgrec.best_checkpoint"
 
 
 def config_hash(cfg: DictConfig) -> str:
@@ -40,9 +41,10 @@ def config_hash(cfg: DictConfig) -> str:
     with open_dict(cfg):
         cfg.paths.root = "<root>"
         cfg.paths.output_dir = "<output_dir>"
-        for volatile in ("ckpt_path", "logger", "hydra"):
-            cfg.pop(volatile, None)
-    text = json.dumps(OmegaConf.to_container(cfg, resolve=True), sort_keys=True, default=str)
+    container = OmegaConf.to_container(cfg, resolve=True)
+    for volatile in ("ckpt_path", "logger", "hydra"):
+        container.pop(volatile, None)
+    text = json.dumps(container, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 

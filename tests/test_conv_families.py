@@ -1,0 +1,171 @@
+"""The classic conv families (LeNet-5, VGG-11, CIFAR ResNets, ResNet-18, WRN), built from their configs."""
+
+import re
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+from torch import nn
+
+from imgrec.config import CONF_DIR
+from imgrec.errors import ConfigError
+from imgrec.models.resnet import BasicBlock, PreActBlock, ZeroPadShortcut
+from imgrec.train import train
+from tests.conftest import runs
+
+CONFIGS = ["lenet5", "vgg11", "resnet20", "resnet32", "resnet44", "resnet56", "resnet110", "resnet18", "wrn"]
+
+# Measured for 10 classes on 3x32x32, every parameter counted (BN included). The CIFAR ResNets and
+# WRN-28-10 must round to their papers' figures (He et al. 2016 Table 6; Zagoruyko & Komodakis 2016).
+PARAMS = {
+    "lenet5": 62_006,  # 61,706 on 1-channel MNIST: the classic "about 60k"
+    "vgg11": 9_228_362,  # convs without bias: batch norm follows each
+    "resnet20": 269_722,  # 272,474 would mean 1x1 projections (option B) at the two stage changes
+    "resnet32": 464_154,
+    "resnet44": 658_586,
+    "resnet56": 853_018,
+    "resnet110": 1_727_962,
+    "resnet18": 11_173_962,  # kuangliu/pytorch-cifar's ResNet18
+    "wrn": 36_479_194,  # WRN-28-10
+}
+PAPER_MILLIONS = {"resnet20": 0.27, "resnet32": 0.46, "resnet44": 0.66, "resnet56": 0.85, "resnet110": 1.7, "wrn": 36.5}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny batches gain nothing from a second thread; on a shared 2-core box it only spins and waits."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def build(name: str, in_shape: tuple[int, int, int], *overrides: str, num_classes: int = 10) -> nn.Module:
+    """The net exactly as train.py builds it: composed config -> partial -> (in_shape, num_classes)."""
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=[f"model={name}", *overrides])
+    return instantiate(cfg.model, _convert_="all")(in_shape=in_shape, num_classes=num_classes)
+
+
+def n_params(net: nn.Module) -> int:
+    return sum(p.numel() for p in net.parameters())
+
+
+def last_linear(net: nn.Module) -> tuple[nn.Module, str, nn.Linear]:
+    """(parent, attribute, layer) of the last nn.Linear in modules() order: what transfer learning replaces."""
+    name = [n for n, m in net.named_modules() if isinstance(m, nn.Linear)][-1]
+    parent_name, _, attr = name.rpartition(".")
+    return net.get_submodule(parent_name), attr, net.get_submodule(name)
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize("name", CONFIGS)
+def test_every_config_classifies_28_and_32_pixel_images_and_ends_in_one_replaceable_linear(name, channels):
+    net = build(name, (channels, 32, 32), num_classes=7).eval()
+    with torch.no_grad():
+        for size in (28, 32):  # one net, both sizes: global pooling (or LeNet's padding) absorbs the difference
+            assert net(torch.randn(2, channels, size, size)).shape == (2, 7)
+
+        parent, attr, head = last_linear(net)
+        assert head.out_features == 7
+        setattr(parent, attr, nn.Linear(head.in_features, 3))
+        assert net(torch.randn(2, channels, 32, 32)).shape == (2, 3)
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_parameter_counts_match_the_papers(name):
+    count = n_params(build(name, (3, 32, 32)))
+    assert count == PARAMS[name]
+    if name in PAPER_MILLIONS:  # the papers print two significant figures (WRN: 36.5M)
+        digits = ".3g" if name == "wrn" else ".2g"
+        assert float(f"{count / 1e6:{digits}}") == PAPER_MILLIONS[name]
+
+
+def test_option_a_shortcuts_subsample_and_zero_pad_without_parameters():
+    net = build("resnet20", (3, 32, 32))
+    assert not [m for m in net.modules() if isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1)]
+    shortcuts = [m for m in net.modules() if isinstance(m, ZeroPadShortcut)]
+    assert len(shortcuts) == 2  # 16->32 and 32->64
+    assert sum(n_params(m) for m in shortcuts) == 0
+    x = torch.randn(2, 16, 8, 8)
+    out = shortcuts[0](x)
+    assert out.shape == (2, 32, 4, 4)
+    assert torch.equal(out[:, :16], x[:, :, ::2, ::2]) and not out[:, 16:].any()
+    convs = [m for m in net.modules() if isinstance(m, nn.Conv2d)]
+    assert len(convs) + 1 == 20  # 6n+2 weighted layers: 19 convs and the fc
+
+
+@pytest.mark.parametrize(
+    "name, depth, rule", [("resnet20", 21, "6n+2"), ("resnet56", 4, "6n+2"), ("wrn", 27, "6n+4")]
+)
+def test_an_invalid_depth_is_a_value_error_naming_model_depth(name, depth, rule):
+    with pytest.raises(ValueError, match=rf"model\.depth must be {re.escape(rule)}.*got {depth}"):
+        build(name, (3, 32, 32), f"model.depth={depth}")
+
+
+def test_preact_switches_resnet18_to_pre_activation_blocks():
+    standard = build("resnet18", (3, 32, 32))
+    preact = build("resnet18", (3, 32, 32), "model.preact=true")
+    blocks = {net: [m for m in net.modules() if isinstance(m, (BasicBlock, PreActBlock))] for net in (standard, preact)}
+    assert len(blocks[standard]) == len(blocks[preact]) == 8
+    assert all(type(b) is BasicBlock for b in blocks[standard])
+    assert all(type(b) is PreActBlock for b in blocks[preact])
+    # Projections: 1x1 conv + BN in standard blocks, a bare 1x1 conv added to the pre-activation stream.
+    assert isinstance(blocks[standard][2].shortcut, nn.Sequential)
+    assert isinstance(blocks[preact][2].shortcut, nn.Conv2d)
+    assert n_params(preact) == 11_172_170
+
+
+def test_wrn_depth_width_and_dropout_shape_the_network():
+    net = build("wrn", (3, 32, 32), "model.depth=16", "model.width=2", "model.dropout=0.3")
+    blocks = [m for m in net.modules() if isinstance(m, PreActBlock)]
+    assert len(blocks) == 6  # (16 - 4) / 6 = 2 per stage
+    assert [b.conv2.out_channels for b in blocks[::2]] == [32, 64, 128]  # 16k, 32k, 64k
+    assert [m.p for m in net.modules() if isinstance(m, nn.Dropout)] == [0.3] * 6
+    with pytest.raises(ValueError, match="model.width"):
+        build("wrn", (3, 32, 32), "model.width=0")
+
+
+def test_lenet_pads_small_images_to_its_32_pixel_field():
+    for size, padding in [(28, (2, 2)), (32, (0, 0))]:
+        net = build("lenet5", (1, size, size))
+        assert net.features[0].padding == padding
+        before_adaptive_pool = net.features[:-1](torch.randn(1, 1, size, size))
+        assert before_adaptive_pool.shape == (1, 16, 5, 5)  # the classic 16x5x5 map, untouched by the pool
+    relu = build("lenet5", (1, 28, 28), "model.activation=relu", "model.pool=max")
+    kinds = {type(m) for m in relu.modules()}
+    assert {nn.ReLU, nn.MaxPool2d} <= kinds and not {nn.Tanh, nn.AvgPool2d} & kinds
+
+
+def test_vgg11_reduces_28_and_32_pixels_to_one_by_one():
+    net = build("vgg11", (3, 32, 32)).eval()
+    assert sum(isinstance(m, nn.Conv2d) for m in net.modules()) == 8  # config A; its 3 FC layers are one Linear here
+    with torch.no_grad():
+        for size in (28, 32):  # 28-14-7-4-2-1 thanks to ceil_mode
+            assert net.features(torch.randn(1, 3, size, size)).shape == (1, 512, 1, 1)
+
+
+@pytest.mark.parametrize(
+    "model, data, root, target",
+    [
+        ("resnet20", "cifar10", "cifar10_root", "imgrec.models.resnet.CifarResNet"),
+        ("lenet5", "mnist", "idx_root", "imgrec.models.lenet.LeNet5"),
+    ],
+)
+def test_train_end_to_end_leaves_a_finished_run(make_cfg, mlflow_client, request, model, data, root, target):
+    root = request.getfixturevalue(root)  # only the dataset this run reads
+    metric = train(make_cfg(f"model={model}", f"data={data}", f"data.root={root}"))
+    assert 0.0 <= metric <= 1.0
+    (run,) = runs(mlflow_client)
+    assert run.info.status == "FINISHED"
+    assert run.info.run_name == f"{model}-{data}"
+    assert "test/acc" in run.data.metrics
+    assert run.data.params["model._target_"] == target
+
+
+def test_an_invalid_depth_in_train_is_one_line_before_any_run(make_cfg, idx_root, tmp_path):
+    with pytest.raises(ConfigError, match="model.depth") as error:
+        train(make_cfg("model=resnet20", "model.depth=21", "data=mnist", f"data.root={idx_root}"))
+    assert "\n" not in str(error.value)
+    assert not (tmp_path / "mlruns").exists()  # the net is built before MLflow is touched

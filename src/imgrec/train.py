@@ -2,6 +2,7 @@
 
 import logging
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 import hydra
@@ -19,8 +20,12 @@ from imgrec.tracking import run as tracking
 log = logging.getLogger(__name__)
 
 
-def train(cfg: DictConfig) -> float | None:
-    """Train and test one configuration; returns `cfg.optimized_metric` (None if it was not logged)."""
+def train(cfg: DictConfig, callbacks: Sequence[L.Callback] = (), tags: dict[str, str] | None = None) -> float | None:
+    """Train and test one configuration; returns `cfg.optimized_metric` (None if it was not logged).
+
+    `callbacks` are added to the configured ones (e.g. a sweep's pruning callback) and `tags` to
+    the MLflow run's (e.g. `mlflow.parentRunId`, which nests the run under a sweep's parent run).
+    """
     with open_dict(cfg):
         cfg.seed = L.seed_everything(cfg.seed, workers=True)  # a null seed is drawn here and logged
 
@@ -38,7 +43,7 @@ def train(cfg: DictConfig) -> float | None:
 
     output_dir = cfg.paths.output_dir
     with config_errors("callbacks"):
-        callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None]
+        callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None] + list(callbacks)
     with config_errors("logger"):
         logger = instantiate(cfg.logger, run_name=run_name(), run_id=resume.run_id if resume else None)
     with config_errors("trainer"):
@@ -48,7 +53,7 @@ def train(cfg: DictConfig) -> float | None:
     if not trainer.is_global_zero:  # DDP ranks > 0 train and test; rank zero tracks
         return fit_and_test(trainer, task, datamodule, cfg, ckpt_path)
 
-    tags = tracking.run_tags(output_dir, config_id, cfg.callbacks.model_checkpoint.dirpath)
+    tags = {**tracking.run_tags(output_dir, config_id, cfg.callbacks.model_checkpoint.dirpath), **(tags or {})}
     with tracking.tracked_run(logger, cfg, tags, resumed=resume is not None) as run_id:
         metric = fit_and_test(trainer, task, datamodule, cfg, ckpt_path)
         if trainer.checkpoint_callback and trainer.checkpoint_callback.best_model_path:

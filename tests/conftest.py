@@ -4,12 +4,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.hydra_config import HydraConfig
 from mlflow import MlflowClient
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig
 
-from imgrec.config import CONF_DIR, register_resolvers
+from imgrec.config import compose
 from tests.dataset_files import write_cifar10, write_idx_dataset
 
 REPO = Path(__file__).resolve().parents[1]
@@ -51,21 +49,10 @@ def make_cfg(tmp_path, monkeypatch):
     """compose(overrides) -> the config train.py would get, with outputs and MLflow under tmp_path."""
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.chdir(tmp_path)
-    register_resolvers()
 
     def make(*overrides: str, fast: bool = True) -> DictConfig:
-        with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-            cfg = compose(
-                "train",
-                overrides=[f"paths.root={tmp_path}", *(FAST if fast else []), *overrides],
-                return_hydra_config=True,
-            )
-        run_dir = tmp_path / "outputs" / f"run{len(list((tmp_path).glob('outputs/run*')))}"
-        with open_dict(cfg):
-            cfg.hydra.runtime.output_dir = str(run_dir)
-            cfg.hydra.job.num = 0
-        HydraConfig.instance().set_config(cfg)
-        return cfg
+        run_dir = tmp_path / "outputs" / f"run{len(list(tmp_path.glob('outputs/run*')))}"
+        return compose([f"paths.root={tmp_path}", *(FAST if fast else []), *overrides], run_dir)
 
     return make
 

@@ -7,7 +7,12 @@ import lightning as L
 
 log = logging.getLogger("imgrec")
 
-SHOWN = ("train/loss", "train/acc", "val/loss", "val/acc", "val/acc_best")
+# The headline numbers of each kind of task; whichever were logged are shown.
+SHOWN = (
+    "train/loss", "train/acc", "val/loss", "val/acc", "val/acc_best",  # classification
+    "val/psnr", "val/ssim",  # autoencoding
+    "train/loss_d", "train/loss_g", "val/fd_classifier",  # GAN
+)
 
 
 class EpochSummary(L.Callback):

@@ -1,0 +1,758 @@
+"""Optuna sweeps that answer a hyperparameter question: `python scripts/sweep.py sweep=cnn_kernel [overrides]`.
+
+A sweep (conf/sweep/NAME.yaml, composed through conf/sweep_driver.yaml) names a question, a metric,
+a search space over config keys, base overrides, a sampler, a pruner and a budget. Each trial composes
+conf/train.yaml with base + command-line + sampled overrides (later wins) and calls the same
+`imgrec.train.train` as train.py; a callback reports the metric to Optuna after every validation epoch
+so the pruner can stop hopeless trials. Optuna (>= 4) is driven directly through ask/tell.
+
+Several processes or machines running the same command share one study (storage URL + study name):
+
+- Budget: `n_trials` is the study's total. Optuna numbers a study's trials in the order the storage
+  creates them (one at a time per study), so a trial runs only if fewer than `n_trials` budget trials
+  precede it. A worker racing past the budget marks its new trial surplus (FAIL, user attr
+  imgrec.surplus, ignored by reports and counts) and stops: exactly `n_trials` trials run however many
+  workers there are, and re-running tops the study up. Trials of dead workers (heartbeats, RDB storage)
+  or interrupted by Ctrl-C are re-queued as retries that take their original's slot.
+- MLflow: the one process whose create_study succeeds (the storage's unique study name decides) creates
+  the study's parent run and publishes its id as a study user attr; the others wait for it. Each trial
+  is a child run (mlflow.parentRunId). A pruned trial's run ends KILLED with tag optuna.pruned=true.
+- Pruning needs the trainer in this process: with a multi-process trainer (ddp_spawn) trials run
+  unpruned; strategies that re-run the command per rank (ddp, torchrun) would start more sweep workers
+  and are refused. Scale out with one device per trial and several workers instead.
+"""
+
+import gc
+import hashlib
+import json
+import logging
+import math
+import os
+import random
+import re
+import secrets
+import signal
+import sys
+import threading
+import time
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import optuna
+import sqlalchemy
+from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
+from hydra.errors import HydraException
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
+from omegaconf.errors import OmegaConfBaseException
+from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.trial import TrialState
+
+from imgrec import sweep_report
+from imgrec.config import CONF_DIR, register_resolvers
+from imgrec.errors import ConfigError, ImgrecError, one_line
+from imgrec.sweep_report import is_retry, is_surplus
+from imgrec.tracking import run as tracking
+from imgrec.train import train
+
+log = logging.getLogger(__name__)
+
+DRIVER_CONFIG = "sweep_driver"
+PARENT_ATTR, FINGERPRINT_ATTR, CREATED_ATTR = "imgrec.mlflow_parent_run_id", "imgrec.fingerprint", "imgrec.created_at"
+PARENT_WAIT_S = 120  # how long a worker waits for the study's creator to publish the parent run
+# Overrides that change where or how fast a trial runs, not what it measures: they may differ between
+# workers of one study and do not make the default study name.
+INFRA_KEYS = ("paths", "hydra", "logger", "callbacks", "data.root", "data.download", "data.num_workers",
+              "data.eval_batch_size", "trainer.accelerator", "trainer.devices", "trainer.strategy",
+              "trainer.num_nodes", "trainer.enable_progress_bar", "trainer.log_every_n_steps", "ckpt_path", "test")
+SAMPLERS = {"tpe": optuna.samplers.TPESampler, "random": optuna.samplers.RandomSampler}
+PRUNERS = {"median": optuna.pruners.MedianPruner, "percentile": optuna.pruners.PercentilePruner,
+           "hyperband": optuna.pruners.HyperbandPruner, "successive_halving": optuna.pruners.SuccessiveHalvingPruner,
+           "none": optuna.pruners.NopPruner}
+
+
+# -- configs ------------------------------------------------------------------------------------------
+
+def override_key(override: str) -> str:
+    return override.lstrip("+~").split("=", 1)[0]
+
+
+def split_overrides(argv: Sequence[str]) -> tuple[list[str], list[str]]:
+    """(overrides of the sweep, overrides of every trial); `hydra.*` ones (search path...) go to both."""
+    sweep, trial = [], []
+    for arg in argv:
+        key = override_key(arg)
+        if key == "sweep" or key.startswith("sweep."):
+            sweep.append(arg)
+        else:
+            trial.append(arg)
+            if key.startswith("hydra."):
+                sweep.append(arg)
+    return sweep, trial
+
+
+def compose_spec(overrides: Sequence[str]) -> tuple[str, DictConfig]:
+    """The sweep's own config (`sweep=NAME` picks conf/sweep/NAME.yaml): its option name and `sweep` node."""
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        cfg = compose(DRIVER_CONFIG, overrides=list(overrides), return_hydra_config=True)
+    return cfg.hydra.runtime.choices.sweep, cfg.sweep
+
+
+def compose_trial(overrides: Sequence[str], output_dir: Path, job_num: int = 0) -> DictConfig:
+    """conf/train.yaml with `overrides`, made current for `${hydra:...}` as hydra.main would."""
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=list(overrides), return_hydra_config=True)
+    with open_dict(cfg):
+        cfg.hydra.runtime.output_dir = str(output_dir)
+        cfg.hydra.job.num = job_num
+    HydraConfig.instance().set_config(cfg)
+    return cfg
+
+
+def save_hydra_files(cfg: DictConfig, overrides: Sequence[str], output_dir: Path) -> None:
+    """.hydra/{config,overrides,hydra}.yaml as hydra.main writes them (train() logs them to MLflow)."""
+    hydra_dir = output_dir / ".hydra"
+    hydra_dir.mkdir(parents=True, exist_ok=True)
+    config = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
+    OmegaConf.save(config, hydra_dir / "config.yaml")
+    OmegaConf.save(OmegaConf.create(list(overrides)), hydra_dir / "overrides.yaml")
+    OmegaConf.save(OmegaConf.create({"hydra": cfg.hydra}), hydra_dir / "hydra.yaml")
+
+
+def hydra_message(err: Exception) -> str:
+    """Hydra's error on one line, without the config search path it appends."""
+    return one_line(str(err).split("Config search path:")[0])
+
+
+def result_overrides(overrides: Sequence[str]) -> list[str]:
+    """The overrides that change what a trial measures (not INFRA_KEYS)."""
+    def infra(key: str) -> bool:
+        return any(key == k or key.startswith(k + ".") for k in INFRA_KEYS)
+    return [o for o in overrides if not infra(override_key(o))]
+
+
+def default_study_name(sweep: str, user_overrides: Sequence[str]) -> str:
+    """The sweep's name, plus the command line's result-changing overrides: a sweep on other data or
+    another model is another study, not more trials of the first one."""
+    extra = ",".join(result_overrides(user_overrides))
+    if not extra:
+        return sweep
+    return f"{sweep}-{extra}" if len(extra) <= 60 else f"{sweep}-{hashlib.sha1(extra.encode()).hexdigest()[:10]}"
+
+
+# -- search space -------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Param:
+    key: str  # a config key (`optimizer.lr`) or a config group (`model`): both become `key=value`
+    distribution: BaseDistribution
+    when: dict[str, list]  # sampled only if each named key (sampled earlier, or in the base config) has one of these values
+
+
+def parse_space(space: DictConfig) -> list[Param]:
+    params = []
+    for key, spec in space.items():
+        if spec is None:  # `sweep.space.KEY=null` drops a parameter
+            continue
+        spec = OmegaConf.to_container(spec, resolve=True)
+        kind, when = spec.pop("type", None), spec.pop("when", None) or {}
+        try:
+            if kind == "categorical":
+                distribution = CategoricalDistribution([encode_choice(c) for c in spec.pop("choices")])
+            elif kind in ("float", "log-float"):
+                distribution = FloatDistribution(float(spec.pop("low")), float(spec.pop("high")),
+                                                 log=spec.pop("log", kind == "log-float"), step=spec.pop("step", None))
+            elif kind == "int":
+                distribution = IntDistribution(int(spec.pop("low")), int(spec.pop("high")),
+                                               log=spec.pop("log", False), step=spec.pop("step", 1))
+            else:
+                raise ValueError(f"type must be float, log-float, int or categorical, got {kind!r}")
+            if spec:
+                raise ValueError(f"unknown keys {sorted(spec)}")
+        except (KeyError, ValueError, TypeError) as err:
+            raise ConfigError(f"sweep.space.{key}: {one_line(err)}") from None
+        params.append(Param(key, distribution, {k: v if isinstance(v, list) else [v] for k, v in when.items()}))
+    if not params:
+        raise ConfigError("sweep.space is empty: name at least one config key and its distribution")
+    return params
+
+
+def encode_choice(choice: Any) -> Any:
+    """Optuna's categorical choices are scalars: a list or dict choice travels as its override text."""
+    return override_value(choice) if isinstance(choice, (list, dict)) else choice
+
+
+def override_value(value: Any) -> str:
+    """A value as Hydra's override grammar reads it back."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, (list, ListConfig)):
+        return "[" + ",".join(override_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{k}:{override_value(v)}" for k, v in value.items()) + "}"
+    text = str(value)
+    if text[:1] in "[{" or re.fullmatch(r"[\w.:/\-]+", text):
+        return text  # list/dict literals (encoded choices) and plain words pass as they are
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def suggest(trial: optuna.Trial | optuna.trial.FixedTrial, params: list[Param], base: Callable[[str], Any]) -> dict:
+    """Sample each parameter whose `when` holds; returns {key: value} in the space's order."""
+    values: dict[str, Any] = {}
+    for p in params:
+        def holds(key: str, allowed: list) -> bool:
+            actual = values[key] if key in values else base(key)
+            return override_value(actual) in {override_value(a) for a in allowed}
+
+        if not all(holds(k, allowed) for k, allowed in p.when.items()):
+            continue
+        d = p.distribution
+        if isinstance(d, CategoricalDistribution):
+            values[p.key] = trial.suggest_categorical(p.key, d.choices)
+        elif isinstance(d, FloatDistribution):
+            values[p.key] = trial.suggest_float(p.key, d.low, d.high, log=d.log, step=d.step)
+        else:
+            values[p.key] = trial.suggest_int(p.key, d.low, d.high, log=d.log, step=d.step)
+    return values
+
+
+def first_point(params: list[Param]) -> dict:
+    """A point of the space (first choice, lowest value), to check the keys before any trial runs."""
+    return {p.key: p.distribution.choices[0] if isinstance(p.distribution, CategoricalDistribution)
+            else p.distribution.low for p in params}
+
+
+# -- storage, study and budget ------------------------------------------------------------------------
+
+def file_of(url: str) -> Path | None:
+    """The file behind a sqlite:/// or journal:/// URL (three slashes: relative, four: absolute)."""
+    if url.startswith("journal:///"):
+        return Path(url.removeprefix("journal:///"))
+    if url.startswith("sqlite:"):
+        database = sqlalchemy.engine.make_url(url).database
+        return Path(database) if database and database != ":memory:" else None
+    return None
+
+
+def describe_storage(url: str) -> str:
+    """The storage's identity for tags and reports: absolute file paths, no passwords."""
+    path = file_of(url)
+    if path is not None:
+        return f"{url.split(':', 1)[0]}:///{path.resolve()}"
+    if url.startswith("journal:"):
+        return url
+    return sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
+
+
+def make_storage(spec: DictConfig) -> optuna.storages.BaseStorage:
+    url, path = spec.storage, file_of(spec.storage)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    if url.startswith("journal:"):
+        if path is None:
+            raise ConfigError(f"sweep.storage: a journal file is journal:///relative/path or journal:////absolute/path, got {url}")
+        return optuna.storages.journal.JournalStorage(optuna.storages.journal.JournalFileBackend(str(path)))
+    # SQLite: wait for the other workers' writes instead of failing on "database is locked".
+    engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite:") else {"pool_pre_ping": True}
+    return retrying(lambda: optuna.storages.RDBStorage(
+        url, engine_kwargs=engine, heartbeat_interval=spec.heartbeat_interval, grace_period=spec.grace_period,
+        heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(spec.max_retry)))
+
+
+def retrying(action: Callable[[], Any], attempts: int = 5) -> Any:
+    """Workers starting together on a new database race to create its tables: retry what lost."""
+    for attempt in range(attempts):
+        try:
+            return action()
+        except sqlalchemy.exc.SQLAlchemyError:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.5 + random.random())
+
+
+def within_budget(trials: Sequence[optuna.trial.FrozenTrial], number: int, n_trials: int) -> bool:
+    """Whether trial `number` fills one of the study's first `n_trials` slots.
+
+    A fresh trial takes a slot if fewer than n_trials fresh, non-surplus trials precede it in the
+    study's creation order, which every worker sees the same way; a retry takes its original's slot.
+    """
+    trial = next(t for t in trials if t.number == number)
+    if is_surplus(trial):
+        return False
+    if is_retry(trial):
+        return True
+    return sum(t.number < number and not is_retry(t) and not is_surplus(t) for t in trials) < n_trials
+
+
+def budget_is_spent(trials: Sequence[optuna.trial.FrozenTrial], n_trials: int) -> bool:
+    fresh = sum(not is_retry(t) and not is_surplus(t) for t in trials)
+    return fresh >= n_trials and not any(t.state == TrialState.WAITING for t in trials)
+
+
+@contextmanager
+def heartbeat(storage: optuna.storages.BaseStorage, trial: optuna.Trial) -> Iterator[None]:
+    """Record the trial's heartbeat while it runs (what study.optimize does; ask/tell must do it itself),
+    so that if this process dies, another worker fails the trial after the grace period and re-queues it."""
+    interval = getattr(storage, "get_heartbeat_interval", lambda: None)()
+    if not interval:
+        yield
+        return
+    stop = threading.Event()
+
+    def beat() -> None:
+        while True:
+            storage.record_heartbeat(trial._trial_id)  # Optuna's own HeartbeatThread uses the same id
+            if stop.wait(interval):
+                return
+
+    thread = threading.Thread(target=beat, name=f"heartbeat-trial-{trial.number}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+# -- MLflow -------------------------------------------------------------------------------------------
+
+class ParentRun:
+    """The study's MLflow parent run: one per (study, storage), found again by the study's user attr."""
+
+    def __init__(self, client: MlflowClient, run_id: str):
+        self.client, self.run_id = client, run_id
+
+    @staticmethod
+    def experiment_id(client: MlflowClient, name: str, artifact_location: str) -> str:
+        experiment = client.get_experiment_by_name(name)
+        if experiment is not None:
+            return experiment.experiment_id
+        try:  # as Lightning's MLFlowLogger creates it, so trials and parent share it
+            return client.create_experiment(name, artifact_location=artifact_location)
+        except MlflowException:  # created by someone else meanwhile
+            return client.get_experiment_by_name(name).experiment_id
+
+    @classmethod
+    def create(cls, client: MlflowClient, experiment_id: str, name: str, tags: dict, params: dict) -> "ParentRun":
+        from mlflow.entities import Param as MlflowParam
+
+        run = client.create_run(experiment_id, run_name=name, tags=tags)
+        client.log_batch(run.info.run_id, params=[MlflowParam(k, str(v)[:6000]) for k, v in params.items()])
+        return cls(client, run.info.run_id)
+
+    @staticmethod
+    def find(client: MlflowClient, experiment_id: str, study_tag: str, storage_tag: str) -> str | None:
+        runs = client.search_runs(
+            [experiment_id],
+            filter_string=f"tags.`imgrec.study` = '{study_tag}' and tags.`imgrec.storage` = '{storage_tag}'",
+            order_by=["attributes.start_time ASC"], max_results=1)
+        return runs[0].info.run_id if runs else None
+
+    def usable(self) -> bool:
+        try:
+            return self.client.get_run(self.run_id).info.lifecycle_stage == "active"
+        except MlflowException:  # deleted for good, or another tracking server
+            return False
+
+    def child(self, trial_number: int) -> str | None:
+        """The run of trial `trial_number` (found by its tags: train() does not hand its run id back on errors)."""
+        if not hasattr(self, "_experiment_id"):
+            self._experiment_id = self.client.get_run(self.run_id).info.experiment_id
+        runs = self.client.search_runs(
+            [self._experiment_id], max_results=1, order_by=["attributes.start_time DESC"],
+            filter_string=f"tags.`mlflow.parentRunId` = '{self.run_id}' and tags.`optuna.trial_number` = '{trial_number}'")
+        return runs[0].info.run_id if runs else None
+
+    def set_status(self, status: str) -> None:
+        if status == "RUNNING":
+            self.client.update_run(self.run_id, status="RUNNING")
+        else:
+            self.client.set_terminated(self.run_id, status)
+
+
+# -- pruning ------------------------------------------------------------------------------------------
+
+class TrialReporter(L.Callback):
+    """Reports `metric` to the Optuna trial after each validation epoch and prunes hopeless trials.
+
+    A NaN or infinite metric prunes at once (the trial cannot recover a usable value). Needs the trial
+    in this process: attach it only to single-process trainers (see launch_mode()).
+    """
+
+    def __init__(self, trial: optuna.Trial, metric: str):
+        self.trial, self.metric, self.epochs = trial, metric, 0
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking or self.metric not in trainer.callback_metrics:
+            return
+        epoch, value = trainer.current_epoch, float(trainer.callback_metrics[self.metric])
+        self.epochs = epoch + 1
+        if not math.isfinite(value):
+            raise optuna.TrialPruned(f"{self.metric} is {value} after epoch {epoch + 1}")
+        self.trial.report(value, step=epoch)
+        if self.trial.should_prune():
+            raise optuna.TrialPruned(f"{self.metric}={value:.4f} after epoch {epoch + 1} is worse than the pruner allows")
+
+
+def launch_mode(trainer: DictConfig) -> str:
+    """'single' (prunable), 'spawn' (ranks spawned from this process) or 'rerun' (ranks re-run the command)."""
+    import torch
+
+    strategy, devices = str(trainer.get("strategy") or "auto"), trainer.get("devices", "auto")
+    if isinstance(devices, (list, ListConfig)):
+        count = len(devices)
+    elif str(devices) in ("-1", "auto"):
+        count = 1 if str(trainer.get("accelerator")) == "cpu" else max(torch.cuda.device_count(), 1)
+    else:
+        count = int(devices)
+    count *= int(trainer.get("num_nodes") or 1)
+    if count == 1 and not any(s in strategy for s in ("ddp", "fsdp", "deepspeed")):
+        return "single"
+    return "spawn" if any(s in strategy for s in ("spawn", "fork", "notebook")) else "rerun"
+
+
+# -- the driver ---------------------------------------------------------------------------------------
+
+class Sweep:
+    """One worker of one study: set up (study, parent run), run trials until the budget is spent, report."""
+
+    def __init__(self, argv: Sequence[str]):
+        sweep_overrides, self.user_overrides = split_overrides(argv)
+        self.name, self.spec = compose_spec(sweep_overrides)
+        for key in ("question", "metric", "direction", "n_trials"):
+            if OmegaConf.is_missing(self.spec, key) or self.spec.get(key) is None:
+                raise ConfigError(f"sweep.{key} is not set in conf/sweep/{self.name}.yaml")
+        if self.spec.direction not in ("maximize", "minimize"):
+            raise ConfigError(f"sweep.direction must be maximize or minimize, got {self.spec.direction}")
+        self.params = parse_space(self.spec.space)
+        self.base_overrides = [str(o) for o in self.spec.base]
+        self.study_name = self.spec.study_name or default_study_name(self.name, self.user_overrides)
+        if "'" in self.study_name or "`" in self.study_name:
+            raise ConfigError(f"sweep.study_name must not contain quotes: {self.study_name}")
+        self.storage_id = describe_storage(self.spec.storage)
+        self.base = self.check({})  # base + command line: what `when` and the report look up
+        self.dir = Path(self.base.paths.root) / "outputs" / "sweeps" / re.sub(r"[^\w.=,+-]", "_", self.study_name)
+        self.check(suggest(optuna.trial.FixedTrial(first_point(self.params)), self.params, self.base_value))
+        HydraConfig.instance().set_config(self.base)
+
+    def overrides(self, values: dict) -> list[str]:
+        """Base, then command line, then sampled values: later wins. The sweep's metric is what train() returns."""
+        sampled = [f"{k}={override_value(v)}" for k, v in values.items()]
+        return [*self.base_overrides, *self.user_overrides, *sampled, f"optimized_metric={self.spec.metric}"]
+
+    def compose(self, values: dict, output_dir: Path) -> DictConfig:
+        return compose_trial(self.overrides(values), output_dir)
+
+    def check(self, values: dict) -> DictConfig:
+        """Compose a point of the space before any trial runs, so a typo fails now, in one line."""
+        try:
+            cfg = self.compose(values, Path("unused"))
+        except (HydraException, OmegaConfBaseException) as err:
+            raise ConfigError(f"sweep {self.name}: its base, the command line or its space does not compose "
+                              f"with conf/train.yaml: {hydra_message(err)}") from None
+        if launch_mode(cfg.trainer) == "rerun" or int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            raise ConfigError("sweep: this trainer starts its ranks by re-running the command (ddp, torchrun), "
+                              "which would start more sweep workers; use trainer.strategy=ddp_spawn (unpruned) "
+                              "or one device per trial and several workers")
+        for key, hint in (self.spec.get("requires") or {}).items():
+            if OmegaConf.select(cfg, key) is None:
+                raise ConfigError(f"sweep {self.name} needs {key}: {hint}")
+        return cfg
+
+    def base_value(self, key: str) -> Any:
+        choices = self.base.hydra.runtime.choices
+        return choices[key] if key in choices else OmegaConf.select(self.base, key)
+
+    def fingerprint(self) -> str:
+        what = {"base": self.base_overrides, "overrides": result_overrides(self.user_overrides),
+                "space": OmegaConf.to_container(self.spec.space, resolve=True),
+                "metric": self.spec.metric, "direction": self.spec.direction}
+        return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+    def sampler(self, seed_offset: int = 0) -> optuna.samplers.BaseSampler:
+        kwargs = OmegaConf.to_container(self.spec.sampler, resolve=True)
+        kind = kwargs.pop("type", "tpe")
+        if kind not in SAMPLERS:
+            raise ConfigError(f"sweep.sampler.type must be one of {', '.join(SAMPLERS)}, got {kind!r}")
+        if kwargs.get("seed") is not None:
+            kwargs["seed"] += seed_offset
+        return SAMPLERS[kind](**kwargs)
+
+    def pruner(self) -> optuna.pruners.BasePruner:
+        kwargs = OmegaConf.to_container(self.spec.pruner, resolve=True)
+        kind = kwargs.pop("type", "median")
+        if kind not in PRUNERS:
+            raise ConfigError(f"sweep.pruner.type must be one of {', '.join(PRUNERS)}, got {kind!r}")
+        return PRUNERS[kind](**kwargs)
+
+    # -- setup
+
+    def open_study(self) -> bool:
+        """Create the study or load it; True in the one process that created it."""
+        self.storage = make_storage(self.spec)
+        kwargs = dict(study_name=self.study_name, storage=self.storage, sampler=self.sampler(), pruner=self.pruner())
+        if self.spec.report_only:
+            try:
+                self.study = optuna.load_study(**kwargs)
+            except KeyError:
+                raise ConfigError(f"no study '{self.study_name}' in {self.storage_id}: run the sweep first "
+                                  "(with the same overrides, or name it with sweep.study_name)") from None
+            return False
+        try:  # = create_study(load_if_exists=True), but tells which process created the study
+            self.study = retrying(lambda: optuna.create_study(direction=self.spec.direction, **kwargs))
+            created = True
+        except optuna.exceptions.DuplicatedStudyError:
+            self.study, created = optuna.load_study(**kwargs), False
+        if self.study.direction.name.lower() != self.spec.direction:
+            raise ConfigError(f"study '{self.study_name}' {self.study.direction.name.lower()}s; "
+                              f"sweep.direction is {self.spec.direction}")
+        if created:
+            self.study.set_user_attr(CREATED_ATTR, time.time())
+            self.study.set_user_attr(FINGERPRINT_ATTR, self.fingerprint())
+            for attr, value in (("sweep", self.name), ("question", self.spec.question), ("metric", self.spec.metric),
+                                ("overrides", self.base_overrides + self.user_overrides)):
+                self.study.set_user_attr(f"imgrec.{attr}", value)
+            for values in self.spec.get("enqueue") or []:
+                self.study.enqueue_trial({k: encode_choice(v) for k, v in OmegaConf.to_container(values).items()})
+        return created
+
+    def open_parent(self, created: bool) -> None:
+        client = MlflowClient(self.base.logger.tracking_uri)
+        tracking.ensure_store(self.base.logger.tracking_uri)
+        run_id = self.study.user_attrs.get(PARENT_ATTR)
+        deadline = self.study.user_attrs.get(CREATED_ATTR, 0) + PARENT_WAIT_S
+        while run_id is None and not created and time.time() < deadline:  # the creator is publishing it
+            time.sleep(1.0)
+            run_id = self.study.user_attrs.get(PARENT_ATTR)
+        if self.study.user_attrs.get(FINGERPRINT_ATTR, self.fingerprint()) != self.fingerprint():
+            raise ConfigError(f"study '{self.study_name}' in {self.storage_id} was run with another base, space, metric "
+                              f"or overrides ({self.study.user_attrs.get('imgrec.overrides')}); to start a new study "
+                              "pass sweep.study_name=NEW_NAME")
+        self.parent = ParentRun(client, run_id) if run_id else None
+        if self.parent is None or not self.parent.usable():  # the creator died first, or the run was deleted
+            experiment = ParentRun.experiment_id(client, self.base.logger.experiment_name, self.base.logger.artifact_location)
+            found = ParentRun.find(client, experiment, self.study_name, self.storage_id)
+            self.parent = ParentRun(client, found) if found else ParentRun.create(
+                client, experiment, f"sweep-{self.study_name}", self.parent_tags(), self.parent_params())
+            self.study.set_user_attr(PARENT_ATTR, self.parent.run_id)
+
+    def parent_tags(self) -> dict[str, str]:
+        return {"imgrec.study": self.study_name, "imgrec.storage": self.storage_id, "imgrec.role": "sweep",
+                "imgrec.sweep": self.name, "mlflow.note.content": self.spec.question,
+                "command": " ".join(["sweep.py", *sys.argv[1:]])}
+
+    def parent_params(self) -> dict[str, Any]:
+        return {"sweep": self.name, "study_name": self.study_name, "storage": self.storage_id,
+                "question": self.spec.question, "metric": self.spec.metric, "direction": self.spec.direction,
+                "sampler": json.dumps(OmegaConf.to_container(self.spec.sampler)),
+                "pruner": json.dumps(OmegaConf.to_container(self.spec.pruner)),
+                "space": json.dumps(OmegaConf.to_container(self.spec.space)),
+                "base_overrides": " ".join(self.base_overrides), "overrides": " ".join(self.user_overrides)}
+
+    # -- trials
+
+    def optimize(self) -> None:
+        """Ask, check the budget, run, tell, until the study's n_trials are spent (or sweep.timeout)."""
+        start, n_trials = time.monotonic(), self.spec.n_trials
+        while self.spec.timeout is None or time.monotonic() - start < self.spec.timeout:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                optuna.storages.fail_stale_trials(self.study)  # dead workers' trials -> re-queued retries
+            if budget_is_spent(self.study.get_trials(deepcopy=False), n_trials):
+                break
+            with warnings.catch_warnings():  # "heartbeat is for optimize()": heartbeat() below does its part
+                warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
+                trial = self.study.ask()
+            if not within_budget(self.study.get_trials(deepcopy=False), trial.number, n_trials):
+                trial.set_user_attr(sweep_report.SURPLUS_ATTR, True)  # another worker took the last slot
+                self.study.tell(trial, state=TrialState.FAIL)
+                continue
+            # Trial k samples with seed + k: reproducible, and workers never draw identical random points.
+            self.study.sampler = self.sampler(seed_offset=trial.number)
+            self.run_trial(trial)
+            gc.collect()
+
+    def run_trial(self, trial: optuna.Trial) -> None:
+        values = suggest(trial, self.params, self.base_value)
+        output_dir = self.dir / f"trial_{trial.number}"
+        if output_dir.exists():  # e.g. a study of the same name in another storage wrote here
+            output_dir = output_dir.with_name(f"{output_dir.name}_{secrets.token_hex(3)}")
+        trial.set_user_attr("imgrec.overrides", [f"{k}={override_value(v)}" for k, v in values.items()])
+        trial.set_user_attr("imgrec.output_dir", str(output_dir))
+        log.info("trial %d: %s", trial.number, sweep_report.setting(values))
+        state, value, error, reporter = TrialState.FAIL, None, None, None
+        with heartbeat(self.storage, trial), trial_log(output_dir):
+            try:
+                cfg = self.compose(values, output_dir)
+                save_hydra_files(cfg, self.overrides(values), output_dir)
+                reporter = TrialReporter(trial, self.spec.metric) if launch_mode(cfg.trainer) == "single" else None
+                value = train(cfg, callbacks=[reporter] if reporter else [], tags=self.child_tags(trial))
+                if value is None or not math.isfinite(value):
+                    error = f"{self.spec.metric} is {value}" + (" (not logged by this model/task)" if value is None else "")
+                else:
+                    state = TrialState.COMPLETE
+            except optuna.TrialPruned as pruned:
+                state, error = TrialState.PRUNED, None
+                log.info("trial %d pruned: %s", trial.number, pruned)
+            except (KeyboardInterrupt, SystemExit):
+                self.requeue(trial)
+                raise
+            except (ImgrecError, HydraException, OmegaConfBaseException) as err:  # e.g. kernel too big for the image
+                error = hydra_message(err)
+            except Exception as err:  # a bug in this trial's combination: record it, go on with the sweep
+                log.exception("trial %d failed", trial.number)
+                error = f"{type(err).__name__}: {one_line(err)}"
+        self.finish_trial(trial, state, value, error, reporter)
+
+    def child_tags(self, trial: optuna.Trial) -> dict[str, str]:
+        return {"mlflow.parentRunId": self.parent.run_id, "mlflow.runName": f"trial_{trial.number}",
+                "optuna.study_name": self.study_name, "optuna.trial_number": str(trial.number),
+                "imgrec.study": self.study_name}
+
+    def finish_trial(self, trial, state: TrialState, value, error: str | None, reporter) -> None:
+        run_id = self.parent.child(trial.number)
+        trial.set_user_attr("imgrec.mlflow_run_id", run_id)
+        trial.set_user_attr("imgrec.error", error)
+        trial.set_user_attr("imgrec.epochs", reporter.epochs if reporter else None)
+        try:
+            self.study.tell(trial, value if state == TrialState.COMPLETE else None, state=state)
+        except optuna.exceptions.UpdateFinishedTrialError:  # reclaimed as stale meanwhile: its retry will run
+            log.warning("trial %d was failed by another worker (missed heartbeats); not recorded", trial.number)
+            return
+        if run_id:
+            self.parent.client.set_tag(run_id, "optuna.state", state.name)
+        if state == TrialState.PRUNED and run_id:  # train() ended it FAILED: it was stopped on purpose
+            self.parent.client.set_terminated(run_id, "KILLED")
+            self.parent.client.set_tag(run_id, "optuna.pruned", "true")
+            if "error" in self.parent.client.get_run(run_id).data.tags:  # "TrialPruned: ...": not an error
+                self.parent.client.delete_tag(run_id, "error")
+        if state == TrialState.FAIL:
+            log.warning("trial %d failed: %s", trial.number, error)
+        elif state == TrialState.COMPLETE:
+            best = self.study.best_trial
+            log.info("trial %d: %s=%.4f (best %.4f, trial %d)", trial.number, self.spec.metric, value, best.value, best.number)
+
+    def requeue(self, trial: optuna.Trial) -> None:
+        """Ctrl-C: fail the trial and queue a retry of it, so the next run of the command re-runs it."""
+        trial.set_user_attr("imgrec.error", "interrupted")
+        self.study.tell(trial, state=TrialState.FAIL)
+        frozen = next(t for t in self.study.get_trials(deepcopy=False) if t.number == trial.number)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.RetryHeartbeatStaleTrialCallback()(self.study, frozen)
+
+    # -- report
+
+    def context(self) -> sweep_report.Context:
+        cfg, searched, notes = self.base, {p.key for p in self.params}, []
+        epochs = "the searched trainer.max_epochs" if "trainer.max_epochs" in searched else str(cfg.trainer.max_epochs)
+        for key, what in (("limit_train_batches", "each epoch trains on"), ("limit_val_batches", "the metric is measured on")):
+            if cfg.trainer.get(key, 1.0) != 1.0:
+                notes.append(f"trainer.{key}={cfg.trainer[key]}: {what} part of the data only.")
+        data = cfg.data
+        dataset = str(data.get("name", cfg.hydra.runtime.choices.get("data")))
+        if "val_size" in data:
+            dataset += f" ({data.val_size} validation images held out of the training set"
+            dataset += f", {data.train_size} training images kept)" if data.get("train_size") else ")"
+        sampler = self.spec.sampler
+        return sweep_report.Context(
+            sweep=self.name, study_name=self.study_name, storage=self.storage_id, question=self.spec.question,
+            metric=self.spec.metric, direction=self.spec.direction, n_trials=self.spec.n_trials, dataset=dataset,
+            epochs=epochs, seed=cfg.seed, sampler=f"{sampler.get('type', 'tpe')} (seed {sampler.get('seed')})",
+            pruner=str(self.spec.pruner.get("type", "median")), base_overrides=self.base_overrides,
+            user_overrides=self.user_overrides, notes=notes)
+
+    def report(self) -> str:
+        answer = sweep_report.write_report(self.study, self.context(), self.dir, self.parent.client, self.parent.run_id)
+        log.info("sweep report: %s (MLflow parent run %s)", self.dir / "answer.md", self.parent.run_id)
+        return answer
+
+
+@contextmanager
+def trial_log(output_dir: Path) -> Iterator[None]:
+    """The trial's log lines also go to its folder's train.log, as under train.py."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(output_dir / "train.log")
+    handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))
+    logging.getLogger().addHandler(handler)
+    try:
+        yield
+    finally:
+        logging.getLogger().removeHandler(handler)
+        handler.close()
+
+
+def _raise_keyboard_interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def run(argv: Sequence[str]) -> optuna.Study:
+    """Run one sweep worker (or only its report) for command-line style overrides; returns the study."""
+    register_resolvers()
+    sweep = Sweep(argv)
+    created = sweep.open_study()
+    sweep.open_parent(created)
+    if sweep.spec.report_only:
+        print(sweep.report())
+        return sweep.study
+    previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)  # a scheduler's kill ends it like Ctrl-C
+    status, answer = "FAILED", None
+    sweep.parent.set_status("RUNNING")
+    log.info("study '%s' in %s: %d trials in all; MLflow parent run %s",
+             sweep.study_name, sweep.storage_id, sweep.spec.n_trials, sweep.parent.run_id)
+    try:
+        sweep.optimize()
+        status = "FINISHED"
+    except (KeyboardInterrupt, SystemExit):
+        status = "KILLED"
+        raise
+    finally:  # however this worker ends, the report shows the study as it stands and the parent is not left RUNNING
+        signal.signal(signal.SIGTERM, previous)
+        try:
+            answer = sweep.report()
+        except Exception:  # must not hide why the sweep ended
+            log.exception("the sweep report could not be written")
+            status = "FAILED" if status == "FINISHED" else status
+        sweep.parent.set_status(status)
+    if answer is None:
+        raise ImgrecError("the sweep's report could not be written (see above); sweep.report_only=true retries it")
+    print(answer)
+    return sweep.study
+
+
+USAGE = """usage: python scripts/sweep.py sweep=NAME [train overrides] [sweep.KEY=VALUE ...]
+
+  sweep=NAME        a search space in conf/sweep/ ({sweeps})
+  train overrides   go to every trial and win over the sweep's base (model=resnet20 data=cifar10 ...)
+  sweep.KEY=VALUE   n_trials (the study's total), timeout, storage, study_name, report_only=true, ...
+
+Run the same command in several processes or machines to share one study (sweep.storage)."""
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Console entry point: `python scripts/sweep.py sweep=NAME [overrides]`."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if {"-h", "--help"} & set(argv):
+        print(USAGE.format(sweeps=", ".join(sorted(p.stem for p in (CONF_DIR / "sweep").glob("*.yaml")))))
+        return
+    logging.basicConfig(level=logging.WARNING, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
+    logging.getLogger("imgrec").setLevel(logging.INFO)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")  # as train.py
+    try:
+        run(argv)
+    except KeyboardInterrupt:
+        raise SystemExit("interrupted: the running trial is queued again; re-run the same command to resume") from None
+    except (ImgrecError, HydraException, OmegaConfBaseException) as err:
+        raise SystemExit(f"error: {str(err).split('Config search path:')[0].strip()}") from None

@@ -1,0 +1,279 @@
+"""What a sweep found: trials.csv, parameter importances, plots and answer.md.
+
+Written to the sweep's folder (outputs/sweeps/<study>/) and to the study's MLflow parent run
+whenever a worker ends, or on `sweep.report_only=true`. answer.md answers the sweep's question in
+one paragraph with the numbers behind it, then lists the evidence and the caveats.
+
+Which trials count: Optuna keeps every trial it ever created, including surplus trials (created by
+a worker racing past the budget; never run) and trials reclaimed from dead workers (re-run as
+retries). `counted_trials` drops both, leaving one trial per slot of the budget.
+"""
+
+import logging
+import math
+import os
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from statistics import mean
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+log = logging.getLogger(__name__)
+
+SURPLUS_ATTR = "imgrec.surplus"  # user attr of a trial created past the budget (never run)
+RETRIED_FROM = "failed_trial"  # system attr Optuna's retry callback gives a re-queued trial
+PLOTS = {
+    "optimization_history.png": "plot_optimization_history",
+    "parallel_coordinate.png": "plot_parallel_coordinate",
+    "slice.png": "plot_slice",
+    "param_importances.png": "plot_param_importances",
+}
+
+
+def is_surplus(trial: FrozenTrial) -> bool:
+    return bool(trial.user_attrs.get(SURPLUS_ATTR))
+
+
+def is_retry(trial: FrozenTrial) -> bool:
+    return RETRIED_FROM in trial.system_attrs
+
+
+def counted_trials(trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
+    """One trial per budget slot: no surplus trials, and a retried trial only through its retry."""
+    replaced = {n for t in trials for n in t.system_attrs.get("retry_history", [])}
+    return [t for t in trials if not is_surplus(t) and t.number not in replaced]
+
+
+@dataclass
+class Context:
+    """What the answer needs to say besides the trials: the question and how it was asked."""
+
+    sweep: str
+    study_name: str
+    storage: str
+    question: str
+    metric: str
+    direction: str  # maximize | minimize
+    n_trials: int
+    dataset: str  # e.g. "fashion_mnist (55000 training / 5000 validation images)"
+    epochs: str  # e.g. "3"
+    seed: object
+    sampler: str
+    pruner: str
+    base_overrides: list[str] = field(default_factory=list)  # the sweep's base, applied to every trial
+    user_overrides: list[str] = field(default_factory=list)  # the command line's, applied to every trial
+    notes: list[str] = field(default_factory=list)  # more caveats, e.g. epochs limited to a few batches
+
+
+def write_report(study: optuna.Study, ctx: Context, out_dir: Path, client=None, run_id: str | None = None) -> str:
+    """Write the report files to `out_dir` (and the parent run, given one); return answer.md's text."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    trials = counted_trials(study.get_trials(deepcopy=False))
+    complete = ranked([t for t in trials if t.state == TrialState.COMPLETE], ctx.direction)
+    importances, why_not = param_importances(study, len(complete))
+
+    files = [write_trials_csv(study, trials, out_dir / "trials.csv")]
+    if importances:
+        files.append(out_dir / "param_importances.csv")
+        write_atomically(files[-1], "param,importance\n" + "".join(f"{k},{v:.6f}\n" for k, v in importances.items()))
+    files += save_plots(study, out_dir, with_importances=bool(importances))
+    answer = answer_md(ctx, trials, complete, importances, why_not, [f.name for f in files if f.suffix == ".png"])
+    files.append(out_dir / "answer.md")
+    write_atomically(files[-1], answer)
+
+    if client is not None and run_id is not None:
+        log_to_parent(client, run_id, files, ctx, trials, complete, importances, answer)
+    return answer
+
+
+def ranked(trials: list[FrozenTrial], direction: str) -> list[FrozenTrial]:
+    return sorted(trials, key=lambda t: t.value, reverse=direction == "maximize")
+
+
+def importance_evaluator() -> optuna.importance.BaseImportanceEvaluator:
+    """fANOVA (Hutter et al. 2014), seeded so that a report is reproducible; the plot uses the same."""
+    return optuna.importance.FanovaImportanceEvaluator(seed=0)
+
+
+def param_importances(study: optuna.Study, n_complete: int) -> tuple[dict[str, float], str]:
+    """fANOVA importances (seeded, so a report is reproducible), or why there are none."""
+    if n_complete < 2:
+        return {}, f"Parameter importances need at least 2 completed trials (there are {n_complete})"
+    try:
+        return optuna.importance.get_param_importances(study, evaluator=importance_evaluator()), ""
+    except (ValueError, RuntimeError) as err:  # e.g. every completed trial has the same parameters
+        return {}, f"Parameter importances could not be computed: {str(err).rstrip('.')}"
+
+
+def write_trials_csv(study: optuna.Study, trials: list[FrozenTrial], path: Path) -> Path:
+    frame = study.trials_dataframe(attrs=("number", "value", "state", "duration", "params", "user_attrs"))
+    if len(frame):
+        frame = frame[frame["number"].isin({t.number for t in trials})]
+        frame = frame.drop(columns=[c for c in frame.columns if c == f"user_attrs_{SURPLUS_ATTR}"])
+    write_atomically(path, frame.to_csv(index=False))
+    return path
+
+
+def save_plots(study: optuna.Study, out_dir: Path, with_importances: bool) -> list[Path]:
+    """Optuna's matplotlib plots as PNG (no plotly needed); a plot that cannot be drawn is skipped."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, never a window
+    import matplotlib.pyplot as plt
+    import numpy as np
+    from optuna.visualization import matplotlib as plots
+
+    if not any(t.state == TrialState.COMPLETE for t in study.get_trials(deepcopy=False)):
+        return []
+    saved = []
+    for name, function in PLOTS.items():
+        if name == "param_importances.png" and not with_importances:
+            continue
+        try:
+            kwargs = {"evaluator": importance_evaluator()} if name == "param_importances.png" else {}
+            with warnings.catch_warnings():  # e.g. "identical low and high ylims" when all trials agree
+                warnings.simplefilter("ignore", UserWarning)
+                axes = getattr(plots, function)(study, **kwargs)
+            figure = np.atleast_1d(axes).ravel()[0].figure
+            figure.savefig(out_dir / name, dpi=110, bbox_inches="tight")
+            plt.close(figure)
+            saved.append(out_dir / name)
+        except Exception as err:  # a plot is a nice-to-have; the report must still be written
+            log.warning("sweep report: %s skipped (%s)", name, err)
+            plt.close("all")
+    return saved
+
+
+def fmt(value: object) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+def setting(params: dict, keys: Sequence[str] | None = None) -> str:
+    keys = list(params) if keys is None else keys
+    return ", ".join(f"{k}={fmt(params[k])}" for k in keys) or "the base config"
+
+
+def answer_md(ctx, trials, complete, importances, why_not, plots) -> str:
+    counts = {state: sum(t.state == state for t in trials) for state in TrialState}
+    lines = [f"# Sweep `{ctx.sweep}`: {ctx.question}", "", "## Answer", "", answer_paragraph(ctx, complete, importances, why_not), ""]
+    if complete:
+        lines += ["## Evidence", "", f"Top trials by {ctx.metric} ({ctx.direction}):", ""]
+        lines += ["| trial | " + ctx.metric + " | setting |", "|---:|---:|---|"]
+        lines += [f"| {t.number} | {t.value:.4f} | {setting(t.params)} |" for t in complete[:5]]
+        lines += [""] + per_choice_table(ctx, complete)
+    if importances:
+        lines += ["Parameter importance (fANOVA, sums to 1):", ""]
+        lines += ["| parameter | importance |", "|---|---:|"] + [f"| {k} | {v:.3f} |" for k, v in importances.items()]
+        lines += [""]
+    if plots:
+        lines += ["Plots: " + ", ".join(f"`{p}`" for p in plots) + ".", ""]
+    lines += ["## Caveats", ""] + [f"- {c}" for c in caveats(ctx, trials, counts)]
+    return "\n".join(lines) + "\n"
+
+
+def answer_paragraph(ctx, complete, importances, why_not) -> str:
+    if not complete:
+        return (f"No trial has completed yet, so this sweep cannot answer its question: see the caveats "
+                f"for what happened to the {ctx.n_trials} trials of the budget.")
+    best = complete[0]
+    text = (f"The best setting is {setting(best.params)}, with {ctx.metric} = {best.value:.4f} "
+            f"(trial {best.number}, the best of {len(complete)} completed trials).")
+    runners = [t for t in complete[1:] if t.params != best.params][:2]
+    if runners:
+        described = []
+        for t in runners:
+            differing = [k for k in t.params if best.params.get(k) != t.params[k]]
+            tie = ", a tie" if t.value == best.value else ""
+            described.append(f"{setting(t.params, differing)} reached {t.value:.4f} (trial {t.number}{tie})")
+        text += " Runners-up: " + "; ".join(described) + "."
+        top = min(len(complete), 5)
+        spread = abs(best.value - complete[top - 1].value)
+        text += (f" The top {top} trials are within {spread:.4f} of each other." if spread > 0 else
+                 f" The top {top} trials all reached the same value: this sweep cannot tell them apart.")
+    if importances:
+        order = [f"{k} ({v:.2f})" for k, v in importances.items()]
+        text += f" By fANOVA importance, {order[0]} mattered most" + (", then " + ", ".join(order[1:]) if len(order) > 1 else "") + "."
+    elif why_not:
+        text += f" {why_not}."
+    return text
+
+
+def per_choice_table(ctx, complete) -> list[str]:
+    """For each categorical parameter: how each of its choices did (best and mean of the metric)."""
+    rows = []
+    for key, dist in complete[0].distributions.items():
+        if not isinstance(dist, optuna.distributions.CategoricalDistribution):
+            continue
+        for choice in dist.choices:
+            values = [t.value for t in complete if t.params.get(key) == choice]
+            if values:
+                best = max(values) if ctx.direction == "maximize" else min(values)
+                rows.append(f"| {key} | {fmt(choice)} | {len(values)} | {best:.4f} | {mean(values):.4f} |")
+    if not rows:
+        return []
+    return ["Per choice (completed trials):", "", f"| parameter | choice | trials | best {ctx.metric} | mean |",
+            "|---|---|---:|---:|---:|", *rows, ""]
+
+
+def caveats(ctx: Context, trials: list[FrozenTrial], counts: dict) -> list[str]:
+    done = counts[TrialState.COMPLETE] + counts[TrialState.PRUNED] + counts[TrialState.FAIL]
+    notes = [f"{done} of the {ctx.n_trials} trials of the budget finished: {counts[TrialState.COMPLETE]} completed, "
+             f"{counts[TrialState.PRUNED]} pruned, {counts[TrialState.FAIL]} failed"
+             + (f" ({counts[TrialState.RUNNING]} still running)" if counts[TrialState.RUNNING] else "") + "."]
+    if len(trials) < ctx.n_trials:
+        notes.append(f"The budget is not used up ({len(trials)} of {ctx.n_trials} trials): "
+                     "re-run the same command to top the study up.")
+    errors: dict[str, list[int]] = {}
+    for t in trials:
+        if t.state == TrialState.FAIL:
+            errors.setdefault(str(t.user_attrs.get("imgrec.error") or "no error recorded"), []).append(t.number)
+    for error, numbers in list(errors.items())[:5]:
+        notes.append(f"Failed trial{'s' if len(numbers) > 1 else ''} {', '.join(map(str, numbers))}: {error}")
+    pruned = sorted({t.user_attrs.get("imgrec.epochs") or 0 for t in trials if t.state == TrialState.PRUNED})
+    stopped = ""
+    if pruned:
+        span = str(pruned[0]) if len(pruned) == 1 else f"{pruned[0]}-{pruned[-1]}"
+        stopped = f"; pruned trials stopped after {span} epoch(s), so the ranking favours settings that learn fast"
+    notes.append(f"Each trial trains for at most {ctx.epochs} epoch(s){stopped}.")
+    notes.append(f"Dataset: {ctx.dataset}." + (f" {ctx.metric} is measured on the validation split, not the "
+                 "test set (each trial's test metrics are in its MLflow run)." if ctx.metric.startswith("val/") else ""))
+    notes.append(f"One run per setting (seed={ctx.seed}): differences smaller than the seed-to-seed spread of "
+                 "the metric are not evidence; re-run the top settings with a few seeds before concluding.")
+    notes += ctx.notes
+    notes.append(f"Sampler {ctx.sampler}, pruner {ctx.pruner}; study '{ctx.study_name}' in {ctx.storage}.")
+    for what, overrides in (("The sweep's base", ctx.base_overrides), ("The command line", ctx.user_overrides)):
+        if overrides:
+            notes.append(f"{what} set, for every trial: " + " ".join(f"`{o}`" for o in overrides) + ".")
+    return notes
+
+
+def log_to_parent(client, run_id, files, ctx, trials, complete, importances, answer) -> None:
+    """Best value and trial counts as metrics (step = finished trials, so top-ups draw a history),
+    best params as tags (params are immutable in MLflow and the best changes as the study grows)."""
+    from mlflow.entities import Metric, RunTag
+    from mlflow.utils.time import get_current_time_millis
+
+    now, finished = get_current_time_millis(), sum(t.state.is_finished() for t in trials)
+    metrics = {f"trials_{s.name.lower()}": sum(t.state == s for t in trials)
+               for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)}
+    metrics.update({f"importance/{k}": v for k, v in importances.items()})
+    tags = {"mlflow.note.content": answer}
+    if complete:
+        best = complete[0]
+        metrics["best_value"] = best.value
+        tags.update({"best.trial_number": str(best.number), "best.value": f"{best.value:.6g}"})
+        tags.update({f"best.params.{k}": fmt(v) for k, v in best.params.items()})
+    batch = [Metric(k, float(v), now, finished) for k, v in metrics.items() if math.isfinite(float(v))]
+    client.log_batch(run_id, metrics=batch, tags=[RunTag(k, v) for k, v in tags.items()])
+    for path in files:
+        client.log_artifact(run_id, str(path))
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Several workers may report at once: readers see one whole file or the other, never a mix."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)

@@ -1,0 +1,438 @@
+"""Optuna sweeps (imgrec.sweep): budget, pruning, failures, resume, several workers, MLflow parent and report.
+
+Trials train tiny nets on tiny IDX data; tests of the driver's bookkeeping replace train() by a stub.
+"""
+
+import math
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from mlflow import MlflowClient
+from optuna.trial import TrialState
+
+import imgrec.sweep as sweep_module
+from imgrec.config import CONF_DIR
+from imgrec.errors import ConfigError
+from imgrec.sweep import (
+    Sweep, TrialReporter, budget_is_spent, default_study_name, launch_mode, override_value, parse_space, split_overrides,
+    suggest, within_budget,
+)
+from imgrec.sweep_report import SURPLUS_ATTR, counted_trials
+from imgrec.tasks.classification import ClassificationTask
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+
+GAN_SWEEP = "gan_capacity"  # needs a trained classifier and the DCGAN task: not exercised here
+SHIPPED = sorted(p.stem for p in (CONF_DIR / "sweep").glob("*.yaml"))
+TINY = [  # a two-epoch, two-batch trial of an 8-channel CNN
+    "data=mnist", "trainer.max_epochs=2", "trainer.limit_train_batches=2", "trainer.limit_val_batches=2",
+    "trainer.limit_test_batches=2", "trainer.num_sanity_val_steps=0", "trainer.log_every_n_steps=1",
+    "trainer.accelerator=cpu", "~callbacks.progress_bar", "~callbacks.model_summary", "~callbacks.classification_report",
+    "logger.log_model=false", "data.batch_size=16", "data.eval_batch_size=32", "data.val_size=32",
+    "model.channels=[8]", "model.fc=[16]",
+]
+
+
+@pytest.fixture(scope="module")
+def empty_mlflow_db(tmp_path_factory) -> Path:
+    """An MLflow store with its tables made: creating them takes seconds, copying it none."""
+    path = tmp_path_factory.mktemp("mlflow") / "mlflow.db"
+    MlflowClient(f"sqlite:///{path}").search_experiments()
+    return path
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch, idx_root, empty_mlflow_db):
+    """A project folder with its own storage, outputs and MLflow store; returns the common overrides."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mlruns").mkdir()
+    shutil.copy(empty_mlflow_db, tmp_path / "mlruns" / "mlflow.db")
+    return [f"paths.root={tmp_path}", f"data.root={idx_root}", f"sweep.storage=sqlite:///{tmp_path}/optuna.db", *TINY]
+
+
+def write_sweep(tmp_path: Path, name: str, text: str) -> str:
+    """A sweep config of the test's own, found through Hydra's search path; returns that override."""
+    (tmp_path / "conf" / "sweep").mkdir(parents=True, exist_ok=True)
+    (tmp_path / "conf" / "sweep" / f"{name}.yaml").write_text(text)
+    return f"hydra.searchpath=[file://{tmp_path / 'conf'}]"
+
+
+def client(tmp_path: Path) -> MlflowClient:
+    return MlflowClient(f"sqlite:///{tmp_path}/mlruns/mlflow.db")
+
+
+def sweep_runs(tmp_path: Path) -> tuple[list, list]:
+    """(parent runs, child runs) in the imgrec experiment."""
+    mlflow = client(tmp_path)
+    experiment = mlflow.get_experiment_by_name("imgrec")
+    all_runs = mlflow.search_runs([experiment.experiment_id])
+    parents = [r for r in all_runs if r.data.tags.get("imgrec.role") == "sweep"]
+    return parents, [r for r in all_runs if "mlflow.parentRunId" in r.data.tags]
+
+
+def states(study: optuna.Study) -> list[str]:
+    return [t.state.name for t in counted_trials(study.get_trials())]
+
+
+def stub_train(results: dict | None = None):
+    """A train() that returns optimizer.lr (or results[trial number]) at once, recording what it got."""
+    calls = []
+
+    def fake(cfg, callbacks=(), tags=None):
+        calls.append((cfg, tags))
+        number = int(tags["optuna.trial_number"])
+        outcome = (results or {}).get(number, float(cfg.optimizer.lr))
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+    fake.calls = calls
+    return fake
+
+
+# -- configs and space ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", [s for s in SHIPPED if s != GAN_SWEEP])
+def test_every_shipped_sweep_composes_at_many_points_of_its_space(name, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    sweep = Sweep([f"sweep={name}", f"paths.root={tmp_path}"])
+    assert sweep.spec.question.endswith("?") and sweep.spec.direction in ("maximize", "minimize")
+    assert sweep.study_name == name and sweep.spec.storage == "sqlite:///outputs/sweeps/optuna.db"
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for _ in range(6):  # conditional keys (when:) must exist whenever they are sampled
+        trial = study.ask()
+        cfg = sweep.compose(suggest(trial, sweep.params, sweep.base_value), tmp_path / "x")
+        assert cfg.optimized_metric == sweep.spec.metric
+        study.tell(trial, 0.0)
+
+
+def test_interface_commands_compose_their_studies(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    sweep = Sweep(["sweep=optimizer", "model=resnet20", "data=cifar10", "sweep.n_trials=40", f"paths.root={tmp_path}"])
+    assert sweep.spec.n_trials == 40 and sweep.base.hydra.runtime.choices.model == "resnet20"
+    assert sweep.base.data.name == "cifar10"  # the command line wins over the sweep's base (data=fashion_mnist)
+    assert sweep.study_name == "optimizer-model=resnet20,data=cifar10"  # another question than plain `optimizer`
+    rnn = Sweep(["sweep=rnn_capacity", "sweep.storage=postgresql://user:secret@host/db"])
+    assert rnn.storage_id == "postgresql://user:***@host/db"
+
+
+def test_overrides_are_split_and_sampled_values_written_as_hydra_reads_them():
+    sweep, trial = split_overrides(["sweep=loss", "sweep.n_trials=3", "model=mlp", "hydra.searchpath=[x]", "~callbacks.x"])
+    assert sweep == ["sweep=loss", "sweep.n_trials=3", "hydra.searchpath=[x]"]
+    assert trial == ["model=mlp", "hydra.searchpath=[x]", "~callbacks.x"]
+    assert [override_value(v) for v in (1e-05, 3, True, None, [16, 32], "same", "two words")] == \
+        ["1e-05", "3", "true", "null", "[16,32]", "same", "'two words'"]
+    assert default_study_name("loss", ["data.root=/x", "trainer.accelerator=gpu"]) == "loss"  # where, not what
+    assert default_study_name("loss", ["data=cifar10"]) == "loss-data=cifar10"
+
+
+def test_a_space_with_conditions_and_list_choices_samples_what_applies():
+    from omegaconf import OmegaConf
+
+    space = OmegaConf.create({
+        "optimizer": {"type": "categorical", "choices": ["sgd", "adam"]},
+        "optimizer.momentum": {"type": "float", "low": 0.5, "high": 0.9, "when": {"optimizer": "sgd"}},
+        "model.channels": {"type": "categorical", "choices": [[8], [8, 16]]},
+        "optimizer.lr": {"type": "log-float", "low": 1e-4, "high": 1e-1},
+    })
+    params = parse_space(space)
+    fixed = optuna.trial.FixedTrial({"optimizer": "adam", "model.channels": "[8,16]", "optimizer.lr": 0.01})
+    assert suggest(fixed, params, lambda key: None) == {"optimizer": "adam", "model.channels": "[8,16]", "optimizer.lr": 0.01}
+    assert params[3].distribution.log
+    with pytest.raises(ConfigError, match=r"sweep.space.x: type must be"):
+        parse_space(OmegaConf.create({"x": {"type": "gaussian"}}))
+
+
+def test_trainers_that_rerun_the_command_per_rank_are_refused(tmp_path, monkeypatch):
+    from omegaconf import OmegaConf
+
+    monkeypatch.chdir(tmp_path)
+    modes = {spec: launch_mode(OmegaConf.create(dict(zip(("accelerator", "devices", "strategy"), spec))))
+             for spec in (("cpu", "auto", "auto"), ("cpu", 2, "ddp_spawn"), ("gpu", 4, "auto"), ("cpu", 1, "ddp"))}
+    assert list(modes.values()) == ["single", "spawn", "rerun", "rerun"]
+    with pytest.raises(ConfigError, match="trainer.strategy=ddp_spawn"):
+        Sweep(["sweep=loss", "trainer=ddp_cpu"])
+
+
+# -- budget ------------------------------------------------------------------------------------------
+
+def test_the_budget_rule_is_exact_when_workers_race():
+    study = optuna.create_study()
+    a, b, c = study.ask(), study.ask(), study.ask()  # three workers asked at once; the budget is 2
+    trials = study.get_trials(deepcopy=False)
+    assert [within_budget(trials, t.number, 2) for t in (a, b, c)] == [True, True, False]
+    c.set_user_attr(SURPLUS_ATTR, True)
+    study.tell(c, state=TrialState.FAIL)
+    study.tell(a, 1.0)
+    study.tell(b, state=TrialState.FAIL)  # say b's worker died: its retry takes b's slot
+    optuna.storages.RetryHeartbeatStaleTrialCallback()(study, study.trials[b.number])
+    retry = study.ask()
+    assert retry.params == {} and within_budget(study.get_trials(), retry.number, 2)
+    study.tell(retry, 2.0)
+    assert budget_is_spent(study.get_trials(), 2)
+    assert [t.number for t in counted_trials(study.get_trials())] == [a.number, retry.number]
+    # Topping up to 3: the surplus trial holds no slot, so the next new trial gets one.
+    assert not budget_is_spent(study.get_trials(), 3)
+    new = study.ask()
+    assert within_budget(study.get_trials(), new.number, 3)
+
+
+# -- the pruning callback ----------------------------------------------------------------------------
+
+class StubTrial:
+    def __init__(self, prune: bool):
+        self.prune, self.reported = prune, []
+
+    def report(self, value, step):
+        self.reported.append((step, value))
+
+    def should_prune(self):
+        return self.prune
+
+
+class StubTrainer:
+    def __init__(self, value, epoch=0, sanity=False):
+        import torch
+
+        self.callback_metrics, self.current_epoch, self.sanity_checking = {"val/acc": torch.tensor(value)}, epoch, sanity
+
+
+def test_the_reporter_reports_each_epoch_and_prunes_when_told_or_on_nan():
+    keep = TrialReporter(StubTrial(prune=False), "val/acc")
+    keep.on_validation_end(StubTrainer(0.5, sanity=True), None)  # the sanity check is no epoch
+    keep.on_validation_end(StubTrainer(0.5, epoch=0), None)
+    keep.on_validation_end(StubTrainer(0.7, epoch=1), None)
+    assert keep.trial.reported == [(0, 0.5), (1, pytest.approx(0.7))] and keep.epochs == 2
+    with pytest.raises(optuna.TrialPruned, match="after epoch 4"):
+        TrialReporter(StubTrial(prune=True), "val/acc").on_validation_end(StubTrainer(0.1, epoch=3), None)
+    nan = TrialReporter(StubTrial(prune=False), "val/acc")
+    with pytest.raises(optuna.TrialPruned, match="nan"):
+        nan.on_validation_end(StubTrainer(math.nan), None)
+    assert nan.trial.reported == []
+
+
+# -- sweeps that train ---------------------------------------------------------------------------------
+
+def test_a_four_trial_sweep_answers_its_question_in_mlflow(home, tmp_path):
+    study = sweep_module.run(["sweep=loss", "sweep.n_trials=4", "sweep.study_name=loss4", *home])
+    assert states(study) == ["COMPLETE"] * 4
+    (parent,), children = sweep_runs(tmp_path)
+    assert parent.info.status == "FINISHED" and parent.data.tags["imgrec.study"] == "loss4"
+    assert sorted(int(c.data.tags["optuna.trial_number"]) for c in children) == [0, 1, 2, 3]
+    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parent.info.run_id}
+    assert all(c.info.status == "FINISHED" and c.info.run_name.startswith("trial_") for c in children)
+    assert all(Path(c.data.tags["hydra.output_dir"]).parent == tmp_path / "outputs/sweeps/loss4" for c in children)
+    best = study.best_trial
+    assert parent.data.metrics["best_value"] == pytest.approx(best.value)
+    assert parent.data.tags["best.trial_number"] == str(best.number)
+    artifacts = {a.path for a in client(tmp_path).list_artifacts(parent.info.run_id)}
+    assert {"answer.md", "trials.csv", "optimization_history.png", "parallel_coordinate.png", "slice.png"} <= artifacts
+    answer = Path(client(tmp_path).download_artifacts(parent.info.run_id, "answer.md")).read_text()
+    assert "Which training loss" in answer and f"val/acc_best = {best.value:.4f} (trial {best.number}" in answer
+    assert "4 completed, 0 pruned, 0 failed" in answer and "Dataset: mnist" in answer
+    assert answer == (tmp_path / "outputs/sweeps/loss4/answer.md").read_text()
+    assert len((tmp_path / "outputs/sweeps/loss4/trials.csv").read_text().splitlines()) == 5
+
+
+def test_the_pruner_stops_a_hopeless_trial_and_its_run_ends_killed(home, tmp_path):
+    searchpath = write_sweep(tmp_path, "hopeless", """
+question: Does a learning rate of 1e-9 learn anything?
+metric: val/loss
+direction: minimize
+space:
+  optimizer.lr: {type: categorical, choices: [0.01, 1.0e-9]}
+base: [trainer.max_epochs=3]
+enqueue: [{optimizer.lr: 0.01}, {optimizer.lr: 1.0e-9}]
+sampler: {type: tpe, seed: 0}
+pruner: {type: median, n_startup_trials: 1, n_warmup_steps: 0}
+n_trials: 2
+timeout: null
+""")
+    study = sweep_module.run([searchpath, "sweep=hopeless", "sweep.study_name=hopeless", *home, "trainer.max_epochs=3",
+                              "trainer.limit_train_batches=4"])
+    good, hopeless = counted_trials(study.get_trials())
+    assert (good.state, hopeless.state) == (TrialState.COMPLETE, TrialState.PRUNED)
+    assert hopeless.params == {"optimizer.lr": 1e-9} and hopeless.user_attrs["imgrec.epochs"] == 1  # of 3
+    _, children = sweep_runs(tmp_path)
+    run = next(c for c in children if c.data.tags["optuna.trial_number"] == str(hopeless.number))
+    assert run.info.status == "KILLED" and run.data.tags["optuna.pruned"] == "true" and "error" not in run.data.tags
+    assert "1 completed, 1 pruned, 0 failed" in (tmp_path / "outputs/sweeps/hopeless/answer.md").read_text()
+
+
+def test_failing_trials_are_recorded_and_the_sweep_goes_on(home, tmp_path, monkeypatch):
+    searchpath = write_sweep(tmp_path, "risky", """
+question: Which kernel size?
+metric: val/acc_best
+direction: maximize
+space:
+  model.kernel_size: {type: categorical, choices: [3, 5, 7, 29]}
+base: [model.padding=valid]
+enqueue: [{model.kernel_size: 29}, {model.kernel_size: 5}, {model.kernel_size: 7}, {model.kernel_size: 3}]
+sampler: {type: random, seed: 0}
+pruner: {type: none}
+n_trials: 4
+timeout: null
+""")
+    real_step, real_train = ClassificationTask.training_step, sweep_module.train
+
+    def step_exploding_at_kernel_5(self, batch, batch_idx):
+        if self.net.features[0].kernel_size == (5, 5):
+            raise RuntimeError("exploded on purpose")
+        return real_step(self, batch, batch_idx)
+
+    def train_nan_at_kernel_7(cfg, callbacks=(), tags=None):
+        return math.nan if cfg.model.kernel_size == 7 else real_train(cfg, callbacks, tags)
+
+    monkeypatch.setattr(ClassificationTask, "training_step", step_exploding_at_kernel_5)
+    monkeypatch.setattr(sweep_module, "train", train_nan_at_kernel_7)
+    study = sweep_module.run([searchpath, "sweep=risky", "sweep.study_name=risky", *home])
+    trials = counted_trials(study.get_trials())
+    assert [t.state.name for t in trials] == ["FAIL", "FAIL", "FAIL", "COMPLETE"]
+    errors = [t.user_attrs["imgrec.error"] for t in trials]
+    assert "shrinks a 1x28x28 input to nothing" in errors[0]  # the model's ConfigError: no run was started
+    assert errors[1] == "RuntimeError: exploded on purpose" and errors[2] == "val/acc_best is nan"
+    _, children = sweep_runs(tmp_path)
+    assert {c.data.tags["optuna.trial_number"]: c.info.status for c in children} == {"1": "FAILED", "3": "FINISHED"}
+    answer = (tmp_path / "outputs/sweeps/risky/answer.md").read_text()
+    assert "1 completed, 0 pruned, 3 failed" in answer and "Failed trial 1: RuntimeError: exploded on purpose" in answer
+
+
+# -- resume, dead workers, several workers -------------------------------------------------------------
+
+@pytest.mark.parametrize("storage", ["sqlite:///{tmp}/resume.db", "journal:///{tmp}/resume.journal"])
+def test_rerunning_resumes_the_study_and_tops_it_up_to_n_trials(home, tmp_path, monkeypatch, storage):
+    monkeypatch.setattr(sweep_module, "train", stub_train())
+    args = ["sweep=optimizer", "sweep.study_name=topup", f"sweep.storage={storage.format(tmp=tmp_path)}", *home[:2]]
+    sweep_module.run([*args, "sweep.n_trials=2"])
+    study = sweep_module.run([*args, "sweep.n_trials=3"])
+    assert states(study) == ["COMPLETE"] * 3 and [t.number for t in study.get_trials()] == [0, 1, 2]
+    assert len(sweep_module.train.calls) == 3
+    (parent,), _ = sweep_runs(tmp_path)  # one parent, found again by every run
+    assert parent.data.metrics["trials_complete"] == 3
+
+
+def test_an_interrupted_trial_is_run_again_by_the_next_run(home, tmp_path, monkeypatch):
+    args = ["sweep=optimizer", "sweep.study_name=ctrl_c", "sweep.n_trials=2", *home[:3]]
+    monkeypatch.setattr(sweep_module, "train", stub_train({1: KeyboardInterrupt()}))
+    with pytest.raises(KeyboardInterrupt):
+        sweep_module.run(args)
+    (parent,), _ = sweep_runs(tmp_path)
+    assert parent.info.status == "KILLED"
+    monkeypatch.setattr(sweep_module, "train", stub_train())
+    study = sweep_module.run(args)
+    assert [(t.number, t.state.name) for t in counted_trials(study.get_trials())] == [(0, "COMPLETE"), (2, "COMPLETE")]
+    assert study.trials[2].params == study.trials[1].params  # the same point, not a new one
+    study = sweep_module.run(args)  # nothing left to do: no trial is added, not even a surplus one
+    assert len(study.get_trials()) == 3 and len(sweep_module.train.calls) == 1
+    (parent,), _ = sweep_runs(tmp_path)
+    assert parent.info.status == "FINISHED"
+
+
+def test_a_dead_workers_trial_is_reclaimed_by_heartbeat_and_rerun(home, tmp_path, monkeypatch):
+    class WorkerDied(BaseException):  # nothing catches it: the trial stays RUNNING, as if the process was killed
+        pass
+
+    args = ["sweep=optimizer", "sweep.study_name=dead", "sweep.n_trials=2", "sweep.heartbeat_interval=1",
+            "sweep.grace_period=1", *home[:3]]
+    monkeypatch.setattr(sweep_module, "train", stub_train({1: WorkerDied()}))
+    with pytest.raises(WorkerDied):
+        sweep_module.run(args)
+    time.sleep(2.5)  # past the grace period
+    monkeypatch.setattr(sweep_module, "train", stub_train())
+    study = sweep_module.run(args)
+    dead, retry = study.trials[1], study.trials[2]
+    assert dead.state == TrialState.FAIL and retry.params == dead.params
+    assert [(t.number, t.state.name) for t in counted_trials(study.get_trials())] == [(0, "COMPLETE"), (2, "COMPLETE")]
+
+
+def sweep_py(*args: str, cwd: Path) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    return subprocess.Popen([sys.executable, str(REPO / "scripts" / "sweep.py"), *args], cwd=cwd, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def two_workers_finish_exactly(home, tmp_path, storage: str, n_trials: int = 4) -> None:
+    args = ["sweep=loss", "sweep.study_name=shared", f"sweep.n_trials={n_trials}", *home, f"sweep.storage={storage}"]
+    workers = [sweep_py(*args, cwd=tmp_path) for _ in range(2)]
+    outputs = [w.communicate(timeout=400)[0] for w in workers]
+    assert [w.returncode for w in workers] == [0, 0], "\n".join(o[-3000:] for o in outputs)
+    study = optuna.load_study(study_name="shared", storage=storage)
+    counted = counted_trials(study.get_trials())
+    assert [t.state.name for t in counted] == ["COMPLETE"] * n_trials
+    assert [t.number for t in counted] == list(range(n_trials))  # no gap: nothing lost
+    surplus = [t for t in study.get_trials() if t not in counted]
+    assert all(t.state == TrialState.FAIL and t.user_attrs[SURPLUS_ATTR] for t in surplus) and len(surplus) <= 1
+    (parent,), children = sweep_runs(tmp_path)  # one parent, however the workers raced
+    assert sorted(int(c.data.tags["optuna.trial_number"]) for c in children) == list(range(n_trials))  # none twice
+    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parent.info.run_id}
+    assert all("## Answer" in o for o in outputs)
+
+
+@pytest.mark.slow
+def test_two_worker_processes_share_one_sqlite_study(home, tmp_path):
+    two_workers_finish_exactly(home, tmp_path, f"sqlite:///{tmp_path}/shared.db")
+
+
+PG_BIN = Path("/usr/lib/postgresql")
+
+
+def postgres_bin() -> Path | None:
+    found = sorted(PG_BIN.glob("*/bin/pg_ctl"))
+    return found[-1].parent if found else (Path(shutil.which("pg_ctl")).parent if shutil.which("pg_ctl") else None)
+
+
+@pytest.fixture
+def postgres_url():
+    """A throwaway PostgreSQL server on 127.0.0.1 (skipped where none can be started)."""
+    pytest.importorskip("psycopg", reason="pip install 'psycopg[binary]' (SQLAlchemy's postgresql:// driver)")
+    bin_dir = postgres_bin()
+    if bin_dir is None:
+        pytest.skip("no PostgreSQL server binaries (apt-get install postgresql)")
+    as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []  # initdb refuses to run as root
+    root = Path(subprocess.check_output(["mktemp", "-d", "/tmp/imgrec-pg.XXXXXX"], text=True).strip())
+    if as_user:
+        shutil.chown(root, "postgres")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    try:
+        subprocess.run([*as_user, bin_dir / "initdb", "-D", root / "data", "-A", "trust", "-U", "postgres"],
+                       check=True, capture_output=True)
+        subprocess.run([*as_user, bin_dir / "pg_ctl", "-D", root / "data", "-l", root / "log", "-w", "-o",
+                        f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off", "start"],
+                       check=True, capture_output=True)
+    except (OSError, subprocess.CalledProcessError) as err:
+        shutil.rmtree(root, ignore_errors=True)
+        pytest.skip(f"could not start PostgreSQL: {err}")
+    yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+    subprocess.run([*as_user, bin_dir / "pg_ctl", "-D", root / "data", "-m", "immediate", "stop"], capture_output=True)
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.mark.slow
+def test_two_worker_processes_share_one_postgresql_study(home, tmp_path, postgres_url):
+    two_workers_finish_exactly(home, tmp_path, postgres_url, n_trials=3)
+
+
+def test_report_only_rewrites_the_report_without_running_trials(home, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(sweep_module, "train", stub_train())
+    args = ["sweep=batch_size", "sweep.study_name=bs", "sweep.n_trials=1", *home[:3]]
+    with pytest.raises(ConfigError, match="no study 'bs'"):
+        sweep_module.run([*args, "sweep.report_only=true"])
+    sweep_module.run(args)
+    (tmp_path / "outputs/sweeps/bs/answer.md").unlink()
+    capsys.readouterr()
+    sweep_module.run([*args, "sweep.n_trials=5", "sweep.report_only=true"])
+    assert len(sweep_module.train.calls) == 1
+    answer = (tmp_path / "outputs/sweeps/bs/answer.md").read_text()
+    assert answer in capsys.readouterr().out
+    assert "Parameter importances need at least 2 completed trials" in answer and "1 of 5 trials" in answer

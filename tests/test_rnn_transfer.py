@@ -56,7 +56,6 @@ def test_data_classes_and_train_size_select_a_fixed_labelled_subset(make_cfg, id
 def test_transfer_from_a_run_id_fine_tunes_on_other_data(make_cfg, mlflow_client, idx_root, cifar10_root):
     train(make_cfg("data=mnist", f"data.root={idx_root}", "data.classes=[0,1,2,3,4]"))
     (source,) = runs(mlflow_client)
-    source_head = source.data.params  # noqa: F841 (the source run's config stays as it was)
 
     cfg = make_cfg("model=transfer", f"model.backbone.checkpoint=runs:/{source.info.run_id}",
                    "data=cifar10", f"data.root={cifar10_root}", "trainer.max_epochs=2")

@@ -50,12 +50,13 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
-from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
 from imgrec import sweep_report
+from imgrec import config
 from imgrec.config import CONF_DIR, register_resolvers
 from imgrec.errors import ConfigError, ImgrecError, one_line
 from imgrec.sweep_report import is_retry, is_surplus
@@ -103,17 +104,6 @@ def compose_spec(overrides: Sequence[str]) -> tuple[str, DictConfig]:
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         cfg = compose(DRIVER_CONFIG, overrides=list(overrides), return_hydra_config=True)
     return cfg.hydra.runtime.choices.sweep, cfg.sweep
-
-
-def compose_trial(overrides: Sequence[str], output_dir: Path, job_num: int = 0) -> DictConfig:
-    """conf/train.yaml with `overrides`, made current for `${hydra:...}` as hydra.main would."""
-    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        cfg = compose("train", overrides=list(overrides), return_hydra_config=True)
-    with open_dict(cfg):
-        cfg.hydra.runtime.output_dir = str(output_dir)
-        cfg.hydra.job.num = job_num
-    HydraConfig.instance().set_config(cfg)
-    return cfg
 
 
 def save_hydra_files(cfg: DictConfig, overrides: Sequence[str], output_dir: Path) -> None:
@@ -452,7 +442,7 @@ class Sweep:
         return [*self.base_overrides, *self.user_overrides, *sampled, f"optimized_metric={self.spec.metric}"]
 
     def compose(self, values: dict, output_dir: Path) -> DictConfig:
-        return compose_trial(self.overrides(values), output_dir)
+        return config.compose(self.overrides(values), output_dir)
 
     def check(self, values: dict) -> DictConfig:
         """Compose a point of the space before any trial runs, so a typo fails now, in one line."""
@@ -693,10 +683,6 @@ def trial_log(output_dir: Path) -> Iterator[None]:
         handler.close()
 
 
-def _raise_keyboard_interrupt(signum, frame):
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 def run(argv: Sequence[str]) -> optuna.Study:
     """Run one sweep worker (or only its report) for command-line style overrides; returns the study."""
     register_resolvers()
@@ -706,7 +692,7 @@ def run(argv: Sequence[str]) -> optuna.Study:
     if sweep.spec.report_only:
         print(sweep.report())
         return sweep.study
-    previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)  # a scheduler's kill ends it like Ctrl-C
+    previous = signal.signal(signal.SIGTERM, tracking.raise_keyboard_interrupt)  # a scheduler's kill ends it like Ctrl-C
     status, answer = "FAILED", None
     sweep.parent.set_status("RUNNING")
     log.info("study '%s' in %s: %d trials in all; MLflow parent run %s",

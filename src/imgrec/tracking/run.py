@@ -8,7 +8,6 @@ run stays RUNNING after its process is gone.
 import hashlib
 import json
 import logging
-import os
 import platform
 import shlex
 import signal
@@ -123,7 +122,8 @@ def flat_params(cfg: DictConfig) -> dict[str, object]:
     return flat
 
 
-def _raise_keyboard_interrupt(signum, frame):
+def raise_keyboard_interrupt(signum, frame) -> None:
+    """A SIGTERM handler: end like Ctrl-C, so runs and trials are marked KILLED, not left RUNNING."""
     raise KeyboardInterrupt(f"signal {signum}")
 
 
@@ -142,7 +142,7 @@ def tracked_run(logger: MLFlowLogger, cfg: DictConfig, tags: dict[str, str], res
         client.log_artifacts(run_id, str(hydra_dir), "hydra")
 
     # SIGTERM (kill, a scheduler's preemption) ends the run like Ctrl-C: KILLED, not RUNNING forever.
-    previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    previous = signal.signal(signal.SIGTERM, raise_keyboard_interrupt)
     status = "FAILED"
     try:
         yield run_id

@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from imgrec.data import catalog
 from imgrec.data.augment import Augment
+from imgrec.data.synthetic import SyntheticSamples
 from imgrec.errors import ConfigError
 
 
@@ -74,6 +75,7 @@ class ImageDataModule(L.LightningDataModule):
         augment: dict[str, Any] | None = None,
         classes: list[int] | None = None,
         train_size: int | None = None,
+        synthetic: dict[str, Any] | None = None,
     ):
         super().__init__()
         for key, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size), ("val_size", val_size)):
@@ -86,6 +88,10 @@ class ImageDataModule(L.LightningDataModule):
         if train_size is not None and (not isinstance(train_size, int) or train_size < 1):
             raise ConfigError(f"data.train_size must be a positive integer or null, got {train_size!r}")
         self.train_size = train_size
+        synthetic = synthetic or {}
+        self.synthetic = SyntheticSamples(**synthetic) if synthetic.get("generator") else None
+        if self.synthetic and classes is not None:
+            raise ConfigError("data.synthetic and data.classes cannot be combined (the generator knows all classes)")
         self.root, self.download = root, download
         self.batch_size, self.eval_batch_size, self.num_workers = batch_size, eval_batch_size, num_workers
         self.val_size, self.split_seed = val_size, split_seed
@@ -130,6 +136,8 @@ class ImageDataModule(L.LightningDataModule):
                 raise ConfigError(f"data.train_size={self.train_size} exceeds the {len(train_idx)} training images")
             train_idx = train_idx[: self.train_size]
         self.mean, self.std = channel_stats(images[train_idx])
+        if self.synthetic:
+            self.synthetic.load(self.in_shape, self.num_classes)
 
         device = self._data_device()
         test_images, test_labels = self._select_classes(
@@ -175,18 +183,18 @@ class ImageDataModule(L.LightningDataModule):
         return self._loader(self.test_set, self.eval_batch_size, shuffle=False)
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 -> float, zero mean and unit variance per channel (training-split statistics)."""
-        scale, shift = self._affine(images.device)
-        return images.float().mul_(scale).add_(shift)
-
-    def _affine(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        scale = (1.0 / (255.0 * self.std)).view(1, -1, 1, 1)
-        shift = (-self.mean / self.std).view(1, -1, 1, 1)
-        return scale.to(device), shift.to(device)
+        """uint8 [0, 255] (or float [0, 1]) -> zero mean and unit variance per channel (training-split statistics)."""
+        unit = images.float().div_(255) if images.dtype == torch.uint8 else images
+        mean, std = self.mean.to(images.device).view(1, -1, 1, 1), self.std.to(images.device).view(1, -1, 1, 1)
+        return (unit - mean) / std
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         images, labels = batch
         images = self.normalize(images)
         if self.trainer is not None and self.trainer.training:
+            if self.synthetic:
+                fake_images, fake_labels = self.synthetic.sample(len(labels), images.device)
+                images = torch.cat([images, self.normalize(fake_images)])
+                labels = torch.cat([labels, fake_labels])
             images = self.augment(images)
         return images, labels

@@ -14,6 +14,9 @@ space of that classifier (not an FID: see imgrec.tasks.frechet), and for conditi
 generated for. val/* compare `fd_samples` generated images with as many validation images,
 test/* with as many test images. At each validation epoch end a grid of samples from fixed
 noise (one row per class when conditional) goes to `samples/epoch_XXX.png`.
+
+Under manual optimization Lightning counts every optimizer step: trainer.max_steps=N stops after
+N / 2 batches. Schedules (conf/scheduler) are stepped here for both optimizers.
 """
 
 import logging

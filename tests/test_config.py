@@ -75,3 +75,12 @@ def test_tracking_uri_defaults_to_sqlite_and_the_env_var_wins(make_cfg, tmp_path
     assert make_cfg().logger.tracking_uri == f"sqlite:///{tmp_path}/mlruns/mlflow.db"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow.example:5000")
     assert make_cfg().logger.tracking_uri == "http://mlflow.example:5000"
+
+
+def test_config_hash_ignores_where_things_live_but_not_what_is_trained(make_cfg, monkeypatch):
+    from imgrec.tracking.run import config_hash
+
+    before = config_hash(make_cfg())
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:////elsewhere/mlflow.db")  # MLflow exports it on first use
+    assert config_hash(make_cfg()) == before
+    assert config_hash(make_cfg("optimizer.lr=0.5")) != before

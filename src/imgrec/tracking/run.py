@@ -33,13 +33,15 @@ BEST_CHECKPOINT_TAG = "imgrec.best_checkpoint"
 def config_hash(cfg: DictConfig) -> str:
     """A hash of what makes a run's result: the resolved config without paths, tracking or resume settings.
 
-    Paths are replaced by placeholders before resolving, so the same experiment hashes the same
-    in every run directory and on every machine.
+    Paths and the tracking URI are replaced by placeholders before resolving, so the same
+    experiment hashes the same in every run directory, on every machine, and after MLflow has
+    exported MLFLOW_TRACKING_URI into this process (it does, on first use).
     """
     cfg = cfg.copy()
     with open_dict(cfg):
         cfg.paths.root = "<root>"
         cfg.paths.output_dir = "<output_dir>"
+        cfg.logger.tracking_uri = "<tracking_uri>"  # data.synthetic and transfer interpolate it
     container = OmegaConf.to_container(cfg, resolve=True)
     for volatile in ("ckpt_path", "logger", "hydra"):
         container.pop(volatile, None)

@@ -41,14 +41,6 @@ TINY = [  # a two-epoch, two-batch trial of an 8-channel CNN
 ]
 
 
-@pytest.fixture(scope="module")
-def empty_mlflow_db(tmp_path_factory) -> Path:
-    """An MLflow store with its tables made: creating them takes seconds, copying it none."""
-    path = tmp_path_factory.mktemp("mlflow") / "mlflow.db"
-    MlflowClient(f"sqlite:///{path}").search_experiments()
-    return path
-
-
 @pytest.fixture
 def home(tmp_path, monkeypatch, idx_root, empty_mlflow_db):
     """A project folder with its own storage, outputs and MLflow store; returns the common overrides."""

@@ -52,7 +52,8 @@ def test_a_run_records_config_metrics_artifacts_and_identity(make_cfg, mlflow_cl
     assert {"confusion_matrix.png", "per_class_metrics.csv"} <= artifacts
     checkpoints = [a for a in artifacts if a.startswith("epoch_")]
     assert checkpoints, f"best checkpoint not logged: {artifacts}"
-    assert len(tags["imgrec.config_hash"]) == 16
+    assert len(tags["imgrec.config_hash"]) == 16 and len(tags["imgrec.recipe_hash"]) == 16
+    assert run.data.metrics["fit/epochs"] == 2 and run.data.metrics["fit/steps"] == 8  # 4 batches per epoch
     assert Path(tags["imgrec.checkpoint_dir"], "last.ckpt").is_file()
     csv = Path(mlflow_client.download_artifacts(run.info.run_id, "per_class_metrics.csv")).read_text().splitlines()
     assert csv[0] == "class,precision,recall,f1,support" and len(csv) == 11
@@ -62,6 +63,15 @@ def test_the_same_seed_gives_the_same_result(make_cfg, idx_root):
     first = train(make_cfg("data=mnist", f"data.root={idx_root}", "seed=3"))
     second = train(make_cfg("data=mnist", f"data.root={idx_root}", "seed=3"))
     assert first == second
+
+
+def test_runs_that_differ_only_by_seed_share_a_recipe_hash(make_cfg, mlflow_client, idx_root):
+    for seed in (0, 1):  # max_steps stops the second epoch halfway: 1.5 epochs
+        train(make_cfg("data=mnist", f"data.root={idx_root}", f"seed={seed}", "trainer.max_epochs=3", "trainer.max_steps=6"))
+    first, second = runs(mlflow_client)
+    assert first.data.tags["imgrec.recipe_hash"] == second.data.tags["imgrec.recipe_hash"]
+    assert first.data.tags["imgrec.config_hash"] != second.data.tags["imgrec.config_hash"]
+    assert first.data.metrics["fit/epochs"] == 1.5
 
 
 def test_a_failing_run_ends_failed_with_the_error(make_cfg, mlflow_client, idx_root, monkeypatch):

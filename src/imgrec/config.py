@@ -1,7 +1,7 @@
 """Config plumbing: where conf/ lives, custom resolvers, and one-line errors for bad values."""
 
 import secrets
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -26,13 +26,39 @@ def compose(overrides: list[str], output_dir: str | Path, config_name: str = "tr
     """The config `python train.py OVERRIDES` would get, for drivers that call train() themselves
     (sweeps, tables, benchmarks, tests). `output_dir` stands in for the Hydra run dir."""
     register_resolvers()
-    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        cfg = hydra_compose(config_name, overrides=list(overrides), return_hydra_config=True)
+    cfg = compose_driver(config_name, overrides)
     with open_dict(cfg):
         cfg.hydra.runtime.output_dir = str(output_dir)
         cfg.hydra.job.num = 0
     HydraConfig.instance().set_config(cfg)  # so ${hydra:...} interpolations resolve
     return cfg
+
+
+def compose_driver(config_name: str, overrides: Sequence[str]) -> DictConfig:
+    """A driver's own config (conf/sweep_driver.yaml, conf/reproduce.yaml), with its Hydra node
+    (`hydra.runtime.choices` tells which group options were picked)."""
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        return hydra_compose(config_name, overrides=list(overrides), return_hydra_config=True)
+
+
+def override_key(override: str) -> str:
+    """`+model.x=1` -> `model.x`."""
+    return override.lstrip("+~").split("=", 1)[0]
+
+
+def save_hydra_files(cfg: DictConfig, overrides: Sequence[str], output_dir: Path) -> None:
+    """.hydra/{config,overrides,hydra}.yaml as hydra.main writes them (train() logs them to MLflow)."""
+    hydra_dir = output_dir / ".hydra"
+    hydra_dir.mkdir(parents=True, exist_ok=True)
+    config = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
+    OmegaConf.save(config, hydra_dir / "config.yaml")
+    OmegaConf.save(OmegaConf.create(list(overrides)), hydra_dir / "overrides.yaml")
+    OmegaConf.save(OmegaConf.create({"hydra": cfg.hydra}), hydra_dir / "hydra.yaml")
+
+
+def hydra_message(err: Exception) -> str:
+    """Hydra's error on one line, without the config search path it appends."""
+    return one_line(str(err).split("Config search path:")[0])
 
 
 @contextmanager

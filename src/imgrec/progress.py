@@ -2,6 +2,9 @@
 
 import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import lightning as L
 
@@ -41,3 +44,17 @@ class EpochSummary(L.Callback):
             "epoch %d%s  %s  (epoch %.1f s, training %.0f img/s)",
             trainer.current_epoch + 1, total, shown, seconds, rate,
         )
+
+
+@contextmanager
+def log_to_file(output_dir: Path) -> Iterator[None]:
+    """Log lines also go to `output_dir`/train.log, as under train.py (for drivers that call train())."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(output_dir / "train.log")
+    handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))
+    logging.getLogger().addHandler(handler)
+    try:
+        yield
+    finally:
+        logging.getLogger().removeHandler(handler)
+        handler.close()

@@ -45,7 +45,6 @@ from typing import Any
 import lightning as L
 import optuna
 import sqlalchemy
-from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException
 from mlflow import MlflowClient
@@ -57,8 +56,9 @@ from optuna.trial import TrialState
 
 from imgrec import sweep_report
 from imgrec import config
-from imgrec.config import CONF_DIR, register_resolvers
+from imgrec.config import CONF_DIR, hydra_message, override_key, register_resolvers, save_hydra_files
 from imgrec.errors import ConfigError, ImgrecError, one_line
+from imgrec.progress import log_to_file
 from imgrec.sweep_report import is_retry, is_surplus
 from imgrec.tracking import run as tracking
 from imgrec.train import train
@@ -81,10 +81,6 @@ PRUNERS = {"median": optuna.pruners.MedianPruner, "percentile": optuna.pruners.P
 
 # -- configs ------------------------------------------------------------------------------------------
 
-def override_key(override: str) -> str:
-    return override.lstrip("+~").split("=", 1)[0]
-
-
 def split_overrides(argv: Sequence[str]) -> tuple[list[str], list[str]]:
     """(overrides of the sweep, overrides of every trial); `hydra.*` ones (search path...) go to both."""
     sweep, trial = [], []
@@ -101,24 +97,8 @@ def split_overrides(argv: Sequence[str]) -> tuple[list[str], list[str]]:
 
 def compose_spec(overrides: Sequence[str]) -> tuple[str, DictConfig]:
     """The sweep's own config (`sweep=NAME` picks conf/sweep/NAME.yaml): its option name and `sweep` node."""
-    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        cfg = compose(DRIVER_CONFIG, overrides=list(overrides), return_hydra_config=True)
+    cfg = config.compose_driver(DRIVER_CONFIG, overrides)
     return cfg.hydra.runtime.choices.sweep, cfg.sweep
-
-
-def save_hydra_files(cfg: DictConfig, overrides: Sequence[str], output_dir: Path) -> None:
-    """.hydra/{config,overrides,hydra}.yaml as hydra.main writes them (train() logs them to MLflow)."""
-    hydra_dir = output_dir / ".hydra"
-    hydra_dir.mkdir(parents=True, exist_ok=True)
-    config = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
-    OmegaConf.save(config, hydra_dir / "config.yaml")
-    OmegaConf.save(OmegaConf.create(list(overrides)), hydra_dir / "overrides.yaml")
-    OmegaConf.save(OmegaConf.create({"hydra": cfg.hydra}), hydra_dir / "hydra.yaml")
-
-
-def hydra_message(err: Exception) -> str:
-    """Hydra's error on one line, without the config search path it appends."""
-    return one_line(str(err).split("Config search path:")[0])
 
 
 def result_overrides(overrides: Sequence[str]) -> list[str]:
@@ -323,16 +303,6 @@ class ParentRun:
     def __init__(self, client: MlflowClient, run_id: str):
         self.client, self.run_id = client, run_id
 
-    @staticmethod
-    def experiment_id(client: MlflowClient, name: str, artifact_location: str) -> str:
-        experiment = client.get_experiment_by_name(name)
-        if experiment is not None:
-            return experiment.experiment_id
-        try:  # as Lightning's MLFlowLogger creates it, so trials and parent share it
-            return client.create_experiment(name, artifact_location=artifact_location)
-        except MlflowException:  # created by someone else meanwhile
-            return client.get_experiment_by_name(name).experiment_id
-
     @classmethod
     def create(cls, client: MlflowClient, experiment_id: str, name: str, tags: dict, params: dict) -> "ParentRun":
         from mlflow.entities import Param as MlflowParam
@@ -531,7 +501,7 @@ class Sweep:
                               "pass sweep.study_name=NEW_NAME")
         self.parent = ParentRun(client, run_id) if run_id else None
         if self.parent is None or not self.parent.usable():  # the creator died first, or the run was deleted
-            experiment = ParentRun.experiment_id(client, self.base.logger.experiment_name, self.base.logger.artifact_location)
+            experiment = tracking.experiment_id(client, self.base.logger.experiment_name, self.base.logger.artifact_location)
             found = ParentRun.find(client, experiment, self.study_name, self.storage_id)
             self.parent = ParentRun(client, found) if found else ParentRun.create(
                 client, experiment, f"sweep-{self.study_name}", self.parent_tags(), self.parent_params())
@@ -582,7 +552,7 @@ class Sweep:
         trial.set_user_attr("imgrec.output_dir", str(output_dir))
         log.info("trial %d: %s", trial.number, sweep_report.setting(values))
         state, value, error, reporter = TrialState.FAIL, None, None, None
-        with heartbeat(self.storage, trial), trial_log(output_dir):
+        with heartbeat(self.storage, trial), log_to_file(output_dir):
             try:
                 cfg = self.compose(values, output_dir)
                 save_hydra_files(cfg, self.overrides(values), output_dir)
@@ -667,20 +637,6 @@ class Sweep:
         answer = sweep_report.write_report(self.study, self.context(), self.dir, self.parent.client, self.parent.run_id)
         log.info("sweep report: %s (MLflow parent run %s)", self.dir / "answer.md", self.parent.run_id)
         return answer
-
-
-@contextmanager
-def trial_log(output_dir: Path) -> Iterator[None]:
-    """The trial's log lines also go to its folder's train.log, as under train.py."""
-    output_dir.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(output_dir / "train.log")
-    handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))
-    logging.getLogger().addHandler(handler)
-    try:
-        yield
-    finally:
-        logging.getLogger().removeHandler(handler)
-        handler.close()
 
 
 def run(argv: Sequence[str]) -> optuna.Study:

@@ -35,7 +35,7 @@ def train(cfg: DictConfig, callbacks: Sequence[L.Callback] = (), tags: dict[str,
     task = build_task(cfg, datamodule)
 
     tracking.ensure_store(cfg.logger.tracking_uri)
-    config_id = tracking.config_hash(cfg)
+    config_id, recipe_id = tracking.config_hash(cfg), tracking.config_hash(cfg, with_seed=False)
     resume = resolve_resume(cfg, config_id)
     if resume:  # keep writing checkpoints where the interrupted run wrote them
         with open_dict(cfg):
@@ -53,9 +53,11 @@ def train(cfg: DictConfig, callbacks: Sequence[L.Callback] = (), tags: dict[str,
     if not trainer.is_global_zero:  # DDP ranks > 0 train and test; rank zero tracks
         return fit_and_test(trainer, task, datamodule, cfg, ckpt_path)
 
-    tags = {**tracking.run_tags(output_dir, config_id, cfg.callbacks.model_checkpoint.dirpath), **(tags or {})}
+    tags = {**tracking.run_tags(output_dir, config_id, recipe_id, cfg.callbacks.model_checkpoint.dirpath), **(tags or {})}
     with tracking.tracked_run(logger, cfg, tags, resumed=resume is not None) as run_id:
         metric = fit_and_test(trainer, task, datamodule, cfg, ckpt_path)
+        logger.experiment.log_metric(run_id, "fit/epochs", epochs_trained(trainer))  # for tables and leaderboards
+        logger.experiment.log_metric(run_id, "fit/steps", trainer.global_step)
         if trainer.checkpoint_callback and trainer.checkpoint_callback.best_model_path:
             logger.experiment.set_tag(run_id, tracking.BEST_CHECKPOINT_TAG, trainer.checkpoint_callback.best_model_path)
     print_summary(trainer, cfg, metric, run_id, output_dir)
@@ -112,6 +114,13 @@ def fit_and_test(trainer: L.Trainer, task, datamodule, cfg: DictConfig, ckpt_pat
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
         trainer.test(task, datamodule=datamodule, ckpt_path=best or None)
     return None if metric is None else float(metric)
+
+
+def epochs_trained(trainer: L.Trainer) -> float:
+    """Epochs of training done: fractional when max_steps stopped the run mid-epoch."""
+    batches = trainer.fit_loop.epoch_loop.batch_progress.total.completed
+    per_epoch = trainer.num_training_batches
+    return batches / per_epoch if 0 < per_epoch < float("inf") else float(trainer.current_epoch)
 
 
 def run_name() -> str:

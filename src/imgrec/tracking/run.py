@@ -21,17 +21,20 @@ from pathlib import Path
 from lightning.pytorch.loggers import MLFlowLogger
 from mlflow import MlflowClient
 from mlflow.entities import RunStatus
+from mlflow.exceptions import MlflowException
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 log = logging.getLogger(__name__)
 
 CONFIG_HASH_TAG = "imgrec.config_hash"
+RECIPE_HASH_TAG = "imgrec.recipe_hash"  # the config hash without the seed: runs that differ only by seed share it
 CHECKPOINT_DIR_TAG = "imgrec.checkpoint_dir"
 BEST_CHECKPOINT_TAG = "imgrec.best_checkpoint"
 
 
-def config_hash(cfg: DictConfig) -> str:
-    """A hash of what makes a run's result: the resolved config without paths, tracking or resume settings.
+def config_hash(cfg: DictConfig, with_seed: bool = True) -> str:
+    """A hash of what makes a run's result: the resolved config without paths, tracking or resume settings
+    (and without the seed when `with_seed` is false: the hash of the recipe, shared by its seeds).
 
     Paths and the tracking URI are replaced by placeholders before resolving, so the same
     experiment hashes the same in every run directory, on every machine, and after MLflow has
@@ -43,7 +46,7 @@ def config_hash(cfg: DictConfig) -> str:
         cfg.paths.output_dir = "<output_dir>"
         cfg.logger.tracking_uri = "<tracking_uri>"  # data.synthetic and transfer interpolate it
     container = OmegaConf.to_container(cfg, resolve=True)
-    for volatile in ("ckpt_path", "logger", "hydra"):
+    for volatile in ("ckpt_path", "logger", "hydra") + (() if with_seed else ("seed",)):
         container.pop(volatile, None)
     text = json.dumps(container, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
@@ -53,6 +56,18 @@ def ensure_store(tracking_uri: str) -> None:
     """SQLite needs its folder to exist before MLflow can create the database in it."""
     if tracking_uri.startswith("sqlite:///"):
         Path(tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+
+
+def experiment_id(client: MlflowClient, name: str, artifact_location: str) -> str:
+    """The experiment's id, created as Lightning's MLFlowLogger creates it (so drivers' parent runs and
+    the training runs share it) if it does not exist yet."""
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    try:
+        return client.create_experiment(name, artifact_location=artifact_location)
+    except MlflowException:  # created by another process meanwhile
+        return client.get_experiment_by_name(name).experiment_id
 
 
 @dataclass(frozen=True)
@@ -91,7 +106,7 @@ def _git(*args: str) -> str | None:
     return out.stdout.strip()
 
 
-def run_tags(output_dir: str, config_id: str, checkpoint_dir: str) -> dict[str, str]:
+def run_tags(output_dir: str, config_id: str, recipe_id: str, checkpoint_dir: str) -> dict[str, str]:
     commit = _git("rev-parse", "HEAD")
     status = _git("status", "--porcelain", "--untracked-files=no")
     tags = {
@@ -100,6 +115,7 @@ def run_tags(output_dir: str, config_id: str, checkpoint_dir: str) -> dict[str, 
         "host": platform.node(),
         "hydra.output_dir": output_dir,
         CONFIG_HASH_TAG: config_id,
+        RECIPE_HASH_TAG: recipe_id,
         CHECKPOINT_DIR_TAG: checkpoint_dir,
     }
     if commit:

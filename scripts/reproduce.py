@@ -1,0 +1,7 @@
+"""Reproduce a published table: `python scripts/reproduce.py table=fashion_mnist [budget=quick]`
+(see conf/table/ and imgrec.reproduce)."""
+
+from imgrec.reproduce import main
+
+if __name__ == "__main__":
+    main()

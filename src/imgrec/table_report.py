@@ -1,0 +1,190 @@
+"""A reproduced table as a researcher pastes it: Markdown, CSV and a PNG of ours vs published.
+
+Values are in the table's unit (accuracy, accuracy in %, error in %), as the source prints them.
+"""
+
+import csv
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from imgrec.tracking.query import Summary, summarize
+
+# How a run's accuracy (0-1) is written in each unit, and whether higher is better there.
+UNITS: dict[str, tuple[Callable[[float], float], bool]] = {
+    "accuracy": (lambda acc: acc, True),
+    "accuracy_percent": (lambda acc: 100.0 * acc, True),
+    "error_percent": (lambda acc: 100.0 * (1.0 - acc), False),
+}
+
+
+@dataclass
+class RowResult:
+    name: str
+    label: str
+    published: float | None
+    source: str
+    tolerance: float
+    note: str | None = None
+    values: list[float] = field(default_factory=list)  # ours, one per seed, in the table's unit
+    epochs: list[float] = field(default_factory=list)
+    wall_s: list[float] = field(default_factory=list)
+    run_ids: list[str] = field(default_factory=list)
+    reason: str | None = None  # why some or all seeds have no value, short: not run, data missing, failed
+    detail: str | None = None  # the whole story (an error message), listed under the table
+
+    @property
+    def ours(self) -> Summary:
+        return summarize(self.values)
+
+    @property
+    def difference(self) -> float | None:
+        ours = self.ours
+        return None if self.published is None or ours.n == 0 else ours.mean - self.published
+
+
+@dataclass(frozen=True)
+class TableInfo:
+    name: str
+    title: str
+    metric: str
+    unit: str
+    budget: str
+    budget_about: str
+    seeds: int
+
+    @property
+    def higher_is_better(self) -> bool:
+        return UNITS[self.unit][1]
+
+    @property
+    def digits(self) -> int:
+        return 4 if self.unit == "accuracy" else 2
+
+
+def verdict(row: RowResult, info: TableInfo, ref: str = "") -> str:
+    """Reproduced within tolerance, or not and why (when known); `ref` points to the row's footnote."""
+    if row.ours.n == 0:
+        return row.reason or "no result"
+    if row.published is None:
+        return "no published value"
+    diff = row.difference
+    if abs(diff) <= row.tolerance:
+        text = f"reproduced (within ±{row.tolerance:g})"
+    elif (diff > 0) == info.higher_is_better:
+        text = f"better than published by {abs(diff):.{info.digits}f}"
+    else:
+        reasons = [f"shorter protocol (budget={info.budget})"] if info.budget != "paper" else []
+        reasons += [f"see note {ref}".strip()] if row.note else []
+        text = "not reproduced" + (": " + "; ".join(reasons) if reasons else "")
+    if row.reason:  # some seeds failed or are missing
+        text += f" [{row.reason}]"
+    return text
+
+
+def fmt(value: float | None, digits: int, signed: bool = False) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
+
+
+def duration(seconds: Sequence[float]) -> str:
+    if not seconds:
+        return "-"
+    mean = sum(seconds) / len(seconds)
+    return f"{mean / 60:.1f} min" if mean >= 60 else f"{mean:.0f} s"
+
+
+def epochs(values: Sequence[float]) -> str:
+    if not values:
+        return "-"
+    mean = sum(values) / len(values)
+    return f"{mean:.0f}" if abs(mean - round(mean)) < 0.05 else f"{mean:.2f}"
+
+
+HEADER = ["row", "published", "ours (mean ± std)", "difference", "seeds", "epochs", "wall / run", "verdict"]
+
+
+def markdown(info: TableInfo, rows: Sequence[RowResult]) -> str:
+    unit = {"accuracy": "test accuracy", "accuracy_percent": "test accuracy (%)", "error_percent": "test error (%)"}[info.unit]
+    better = "higher" if info.higher_is_better else "lower"
+    lines = [
+        f"## {info.title}",
+        "",
+        f"{unit} ({better} is better); budget `{info.budget}`: {info.budget_about}; "
+        f"{info.seeds} seed{'s' if info.seeds != 1 else ''} per row.",
+        "",
+        "| " + " | ".join(HEADER) + " |",
+        "|---|" + "---:|" * (len(HEADER) - 2) + "---|",
+    ]
+    for number, row in enumerate(rows, 1):
+        ours = row.ours
+        cells = [f"{row.label} [{number}]", fmt(row.published, info.digits), ours.format(info.digits),
+                 fmt(row.difference, info.digits, signed=True), str(ours.n), epochs(row.epochs),
+                 duration(row.wall_s), verdict(row, info, f"[{number}]")]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "Sources:"]
+    lines += [f"[{number}] {row.source}" + (f". Note: {row.note}" if row.note else "") for number, row in enumerate(rows, 1)]
+    details = [f"[{number}] {row.detail}" for number, row in enumerate(rows, 1) if row.detail]
+    lines += ["", "Why rows have no or fewer results:", *details] if details else []
+    return "\n".join(lines) + "\n"
+
+
+def write_csv(path: Path, info: TableInfo, rows: Sequence[RowResult]) -> None:
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["table", "budget", "row", "label", "unit", "published", "ours_mean", "ours_std", "difference",
+                         "seeds", "epochs", "wall_s", "verdict", "source", "run_ids", "detail"])
+        for row in rows:
+            ours = row.ours
+            writer.writerow([info.name, info.budget, row.name, row.label, info.unit, row.published,
+                             "" if ours.n == 0 else ours.mean, "" if ours.std is None else ours.std,
+                             "" if row.difference is None else row.difference, ours.n,
+                             sum(row.epochs) / len(row.epochs) if row.epochs else "",
+                             sum(row.wall_s) / len(row.wall_s) if row.wall_s else "",
+                             verdict(row, info), row.source, " ".join(row.run_ids), row.detail or ""])
+
+
+def plot(path: Path, info: TableInfo, rows: Sequence[RowResult]) -> None:
+    """Horizontal bars: ours (mean, ± std as error bars) beside the published value of each row."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 0.5 * len(rows) + 1.5))
+    ys = range(len(rows))
+    height = 0.38
+    published = [r.published if r.published is not None else math.nan for r in rows]
+    ours = [r.ours for r in rows]
+    ax.barh([y - height / 2 for y in ys], published, height, color="0.75", label="published")
+    ax.barh([y + height / 2 for y in ys], [o.mean for o in ours], height, xerr=[o.std or 0.0 for o in ours],
+            color="tab:blue", capsize=3, label=f"ours ({info.budget})")
+    for y, row, summary in zip(ys, rows, ours):
+        if summary.n == 0:
+            ax.text(0.01, y + height / 2, "not run", transform=ax.get_yaxis_transform(), va="center", fontsize=8)
+    ax.set_yticks(list(ys), [r.label for r in rows], fontsize=8)
+    ax.invert_yaxis()
+    values = [v for v in published + [o.mean for o in ours] if not math.isnan(v)]
+    if values:  # zoom in: the differences, not the bars' length, are the point
+        low, high = min(values), max(values)
+        margin = max(high - low, 1e-3) * 0.5
+        ax.set_xlim(max(low - margin, 0.0), high + margin)
+    ax.set_xlabel(f"{info.metric} as {info.unit}")
+    ax.set_title(f"{info.title}\nbudget: {info.budget}", fontsize=10)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_all(directory: Path, info: TableInfo, rows: Sequence[RowResult]) -> list[Path]:
+    """outputs/tables/<table>_<budget>.{md,csv,png}; returns the paths."""
+    directory.mkdir(parents=True, exist_ok=True)
+    stem = directory / f"{info.name}_{info.budget}"
+    md, table_csv, png = stem.with_suffix(".md"), stem.with_suffix(".csv"), stem.with_suffix(".png")
+    md.write_text(markdown(info, rows))
+    write_csv(table_csv, info, rows)
+    plot(png, info, rows)
+    return [md, table_csv, png]

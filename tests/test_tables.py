@@ -1,0 +1,230 @@
+"""Paper tables (imgrec.reproduce, imgrec.table_report) and leaderboards (imgrec.compare, tracking.query).
+
+Rows train for two batches on tiny IDX data; the seed arithmetic is checked on hand-made MLflow runs.
+"""
+
+import csv
+import math
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+import imgrec.reproduce as reproduce_module
+from imgrec.compare import main as compare_main
+from imgrec.config import CONF_DIR
+from imgrec.errors import ConfigError
+from imgrec.reproduce import BUDGETS, Reproduction, load_table
+from imgrec.table_report import RowResult, TableInfo, verdict
+from imgrec.tracking.query import leaderboard, summarize
+from imgrec.tracking.run import CONFIG_HASH_TAG, RECIPE_HASH_TAG
+from tests.conftest import REPO
+
+TABLES = sorted(p.stem for p in (CONF_DIR / "table").glob("*.yaml"))
+TINY = ["trainer.accelerator=cpu", "trainer.log_every_n_steps=1", "~callbacks.progress_bar",
+        "~callbacks.model_summary", "logger.log_model=false", "data.batch_size=16", "data.eval_batch_size=32",
+        "data.val_size=32"]
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch, empty_mlflow_db) -> Path:
+    """A project folder with its own outputs and MLflow store."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mlruns").mkdir()
+    shutil.copy(empty_mlflow_db, tmp_path / "mlruns" / "mlflow.db")
+    return tmp_path
+
+
+def client_of(home: Path) -> MlflowClient:
+    return MlflowClient(f"sqlite:///{home}/mlruns/mlflow.db")
+
+
+def table_runs(home: Path, role_filter: str = "tags.`imgrec.row` != ''"):
+    client = client_of(home)
+    experiment = client.get_experiment_by_name("tables")
+    return client.search_runs([experiment.experiment_id], role_filter)
+
+
+def read_csv(path: Path) -> dict[str, dict]:
+    with path.open() as f:
+        return {row["row"]: row for row in csv.DictReader(f)}
+
+
+@pytest.mark.parametrize("budget", BUDGETS)
+@pytest.mark.parametrize("table", TABLES)
+def test_every_row_of_every_table_composes(table, budget, home):
+    reproduction = Reproduction([f"table={table}", f"budget={budget}", f"paths.root={home}"])
+    trained = [row for row in reproduction.table.rows if row.skip is None]
+    assert trained, f"table {table} has no row to train under budget {budget}"
+    for row in trained:
+        cfg = reproduction.configs[(row.name, 0)]
+        assert cfg.seed == 0 and cfg.logger.experiment_name == "tables"
+    assert all(row.published is None or row.published > 0 for row in reproduction.table.rows)
+
+
+def test_budgets_change_the_protocol_and_rows_add_their_own(home):
+    quick = Reproduction(["table=resnet_cifar10", "budget=quick", "table.rows=[resnet56]", f"paths.root={home}"])
+    paper = Reproduction(["table=resnet_cifar10", "table.rows=[resnet56]", f"paths.root={home}"])
+    cfg_quick, cfg_paper = quick.configs[("resnet56", 0)], paper.configs[("resnet56", 0)]
+    assert cfg_paper.trainer.max_steps == 64000 and list(cfg_paper.scheduler.schedule.milestones) == [32000, 48000]
+    assert cfg_quick.trainer.max_steps == 2000 and list(cfg_quick.scheduler.schedule.milestones) == [1000, 1500]
+    assert cfg_paper.model.depth == 56 and cfg_paper.optimizer.lr == 0.1 and cfg_paper.data.augment.hflip
+    fashion = Reproduction(["table=fashion_mnist", "budget=quick", f"paths.root={home}"])
+    skipped = {row.name: row.skip for row in fashion.table.rows if row.skip}
+    assert set(skipped) == {"gru_svm", "wrn28_10", "human"} and "GPU" in skipped["wrn28_10"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["table=fashion_mnist", "table.rows=[mlp,nope]"], "no row nope"),
+    (["table=fashion_mnist", "budget=long"], "budget must be one of paper, quick, smoke"),
+    (["table=fashion_mnist", "table.seeds=0"], "table.seeds"),
+    (["table=fashion_mnist", "model.no_such_key=1"], "does not compose"),
+])
+def test_bad_input_is_a_one_line_error_before_any_training(args, message, home):
+    with pytest.raises(ConfigError, match=message) as err:
+        Reproduction([*args, f"paths.root={home}"])
+    assert "\n" not in str(err.value)
+
+
+def test_a_smoke_table_is_written_and_a_second_invocation_trains_nothing(home, idx_root, monkeypatch, capsys):
+    args = ["table=fashion_mnist", "budget=smoke", "table.rows=[mlp,two_conv_100k,human]", "table.seeds=2",
+            f"paths.root={home}", f"data.root={idx_root}", *TINY]
+    first = Reproduction(args).run()
+
+    md, table_csv = home / "outputs/tables/fashion_mnist_smoke.md", home / "outputs/tables/fashion_mnist_smoke.csv"
+    assert md.read_text() == first and (home / "outputs/tables/fashion_mnist_smoke.png").stat().st_size > 0
+    header = next(line for line in first.splitlines() if line.startswith("| row"))
+    assert "published" in header and "ours (mean ± std)" in header and "verdict" in header
+    rows = read_csv(table_csv)
+    assert float(rows["mlp"]["published"]) == 0.8833 and rows["mlp"]["seeds"] == "2"
+    assert 0.0 <= float(rows["mlp"]["ours_mean"]) <= 1.0 and rows["mlp"]["ours_std"] != ""
+    assert float(rows["mlp"]["epochs"]) == 1.0 and float(rows["mlp"]["wall_s"]) > 0  # 2 of 2 limited batches
+    assert rows["human"]["ours_mean"] == "" and rows["human"]["verdict"].startswith("context")
+
+    runs = table_runs(home)
+    assert len(runs) == 4 and all(r.info.status == "FINISHED" for r in runs)
+    assert {(r.data.tags["imgrec.row"], r.data.params["seed"]) for r in runs} == {
+        ("mlp", "0"), ("mlp", "1"), ("two_conv_100k", "0"), ("two_conv_100k", "1")}
+    assert all(r.data.tags["imgrec.table"] == "fashion_mnist" and r.data.tags["imgrec.budget"] == "smoke"
+               and len(r.data.tags[CONFIG_HASH_TAG]) == 16 for r in runs)
+    (parent,) = table_runs(home, "tags.`imgrec.role` = 'table'")
+    assert parent.info.status == "FINISHED" and all(r.data.tags["mlflow.parentRunId"] == parent.info.run_id for r in runs)
+    artifacts = {a.path for a in client_of(home).list_artifacts(parent.info.run_id)}
+    assert artifacts == {"fashion_mnist_smoke.md", "fashion_mnist_smoke.csv", "fashion_mnist_smoke.png"}
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finished run should have been reused")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(reproduce_module, "train", no_training)
+        second = Reproduction(args).run()
+    assert second == first and len(table_runs(home)) == 4
+    assert len(table_runs(home, "tags.`imgrec.role` = 'table'")) == 1  # the same parent run, updated
+
+    # three seeds instead of two: only seed 2 is trained
+    Reproduction([*args[:2], "table.rows=[mlp]", "table.seeds=3", *args[4:]]).run()
+    assert sorted(r.data.params["seed"] for r in table_runs(home) if r.data.tags["imgrec.row"] == "mlp") == ["0", "1", "2"]
+
+
+def test_a_row_without_data_or_with_a_failure_does_not_stop_the_table(home, idx_root, monkeypatch):
+    real_train = reproduce_module.train
+
+    def flaky_train(cfg, **kwargs):
+        if cfg.model.get("hidden") is not None:  # the MLP row
+            raise RuntimeError("out of luck")
+        return real_train(cfg, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(reproduce_module, "train", flaky_train)
+        markdown = Reproduction(["table=fashion_mnist", "budget=smoke", "table.rows=[mlp,two_conv_100k]",
+                                 f"paths.root={home}", f"data.root={idx_root}", *TINY]).run()
+    rows = read_csv(home / "outputs/tables/fashion_mnist_smoke.csv")
+    assert rows["mlp"]["verdict"] == "1 of 1 seeds failed" and "out of luck" in rows["mlp"]["detail"]
+    assert rows["two_conv_100k"]["ours_mean"] != ""
+    assert "RuntimeError: out of luck" in markdown
+
+    empty = home / "no_data"
+    empty.mkdir()
+    Reproduction(["table=classic_examples", "budget=smoke", f"paths.root={home}",
+                             f"data.root={empty}", "data.download=false", *TINY]).run()
+    rows = read_csv(home / "outputs/tables/classic_examples_smoke.csv")
+    assert {r["verdict"] for r in rows.values()} == {"not run: data missing"}
+    assert "mnist" in rows["keras_mnist_cnn"]["detail"] and "cifar10" in rows["tf_cifar10_cnn"]["detail"]
+    (parent,) = table_runs(home, "tags.`imgrec.table` = 'classic_examples' and tags.`imgrec.role` = 'table'")
+    assert parent.info.status == "FINISHED"
+
+
+def make_run(client: MlflowClient, experiment_id: str, recipe: str, seed: int, acc: float, name: str = "cnn-mnist"):
+    run = client.create_run(experiment_id, run_name=name, tags={RECIPE_HASH_TAG: recipe})
+    client.log_param(run.info.run_id, "seed", seed)
+    client.log_param(run.info.run_id, "optimizer.lr", {"a": 0.1, "b": 0.01}.get(recipe, 1.0))
+    client.log_param(run.info.run_id, "paths.root", f"/somewhere/{seed}")  # differs, but is not a recipe column
+    client.log_metric(run.info.run_id, "test/acc", acc)
+    client.set_terminated(run.info.run_id, "FINISHED")
+    return run.info.run_id
+
+
+def test_seeds_are_aggregated_per_recipe_on_hand_made_runs(home):
+    client = client_of(home)
+    experiment = client.create_experiment("handmade")
+    for seed, acc in enumerate([0.80, 0.90, 1.00]):
+        make_run(client, experiment, "a", seed, acc)
+    for seed, acc in enumerate([0.95, 0.97]):
+        make_run(client, experiment, "b", seed, acc)
+    make_run(client, experiment, "c", 0, 0.5)
+
+    board = leaderboard(client.search_runs([experiment]), "test/acc")
+    assert [e.recipe for e in board] == ["b", "a", "c"]
+    b, a, c = board
+    assert b.summary.mean == pytest.approx(0.96) and b.summary.std == pytest.approx(math.sqrt(0.0002)) and b.summary.n == 2
+    assert a.summary.mean == pytest.approx(0.90) and a.summary.std == pytest.approx(0.10) and a.summary.n == 3
+    assert c.summary.std is None and c.summary.format() == "0.5000"
+    assert sorted(a.seeds) == ["0", "1", "2"] and "paths.root" not in a.params
+
+    out = home / "board.csv"
+    compare_main(["--tracking-uri", f"sqlite:///{home}/mlruns/mlflow.db", "-e", "handmade", "--format", "csv",
+                  "-o", str(out)])
+    with out.open() as f:
+        table = list(csv.DictReader(f))
+    assert [r["optimizer.lr"] for r in table] == ["0.01", "0.1", "1.0"]  # the only param that differs
+    assert [r["n"] for r in table] == ["2", "3", "1"] and float(table[1]["test/acc mean"]) == pytest.approx(0.9)
+    with pytest.raises(SystemExit, match="no MLflow experiment 'nope'"):
+        compare_main(["--tracking-uri", f"sqlite:///{home}/mlruns/mlflow.db", "-e", "nope"])
+
+
+def test_summaries_and_verdicts_in_the_tables_unit():
+    assert summarize([]).n == 0 and summarize([float("nan"), 0.5]).mean == 0.5
+    accuracy = TableInfo("t", "T", "test/acc", "accuracy", "paper", "", 1)
+    error = TableInfo("t", "T", "test/acc", "error_percent", "quick", "", 1)
+
+    def row(values, published=0.90, tolerance=0.01, note=None):
+        return RowResult("r", "R", published, "src", tolerance, note=note, values=values)
+
+    assert verdict(row([0.895, 0.905]), accuracy) == "reproduced (within ±0.01)"
+    assert verdict(row([0.95]), accuracy).startswith("better than published by 0.0500")
+    assert verdict(row([0.80], note="a different net"), accuracy, "[2]") == "not reproduced: see note [2]"
+    # error in %: lower is better; a shorter protocol is named as the likely reason
+    assert verdict(row([7.5], published=8.75, tolerance=0.5), error).startswith("better than published")
+    assert verdict(row([12.0], published=8.75, tolerance=0.5), error) == "not reproduced: shorter protocol (budget=quick)"
+    assert verdict(row([], published=8.75), error) == "no result"
+
+
+def test_the_command_line_prints_usage_or_a_one_line_error(home):
+    usage = subprocess.run([sys.executable, str(REPO / "scripts/reproduce.py")], capture_output=True, text=True,
+                           cwd=home, timeout=120)
+    assert usage.returncode == 2 and "table=NAME" in usage.stdout and "fashion_mnist" in usage.stdout
+    bad = subprocess.run([sys.executable, str(REPO / "scripts/reproduce.py"), "table=nope"], capture_output=True,
+                         text=True, cwd=home, timeout=120)
+    assert bad.returncode == 1 and bad.stderr.strip().startswith("error:") and "nope" in bad.stderr
+    assert len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_table_specs_name_their_sources_and_units(home):
+    for name in TABLES:
+        table = load_table([f"table={name}"])
+        assert table.info.unit in ("accuracy", "accuracy_percent", "error_percent")
+        assert all(row.source and row.label for row in table.rows)

@@ -16,7 +16,7 @@ def options(group: str) -> list[str]:
 
 def test_the_fixed_groups_exist():
     for group in ("model", "data", "optimizer", "scheduler", "trainer", "logger", "callbacks",
-                  "experiment", "debug", "paths", "hydra"):
+                  "experiment", "debug", "sweep", "table", "paths", "hydra"):
         assert options(group), f"conf/{group}/ is empty"
     assert {"cpu", "gpu", "ddp", "ddp_cpu"} <= set(options("trainer"))
     assert {"sgd", "adam", "adamw", "rmsprop"} <= set(options("optimizer"))

@@ -115,6 +115,9 @@ def test_interface_commands_compose_their_studies(tmp_path, monkeypatch):
     assert sweep.study_name == "optimizer-model=resnet20,data=cifar10"  # another question than plain `optimizer`
     rnn = Sweep(["sweep=rnn_capacity", "sweep.storage=postgresql://user:secret@host/db"])
     assert rnn.storage_id == "postgresql://user:***@host/db"
+    assert isinstance(rnn.pruner(), optuna.pruners.MedianPruner)
+    unpruned = Sweep(["sweep=rnn_capacity", "sweep.pruner.type=none"])  # the sweep's median settings are dropped
+    assert isinstance(unpruned.pruner(), optuna.pruners.NopPruner)
 
 
 def test_overrides_are_split_and_sampled_values_written_as_hydra_reads_them():

@@ -454,6 +454,8 @@ class Sweep:
         kind = kwargs.pop("type", "median")
         if kind not in PRUNERS:
             raise ConfigError(f"sweep.pruner.type must be one of {', '.join(PRUNERS)}, got {kind!r}")
+        if kind == "none":  # `sweep.pruner.type=none` turns pruning off whatever the sweep's pruner settings
+            return optuna.pruners.NopPruner()
         return PRUNERS[kind](**kwargs)
 
     # -- setup

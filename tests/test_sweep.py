@@ -233,7 +233,7 @@ def test_a_four_trial_sweep_answers_its_question_in_mlflow(home, tmp_path):
     assert {"answer.md", "trials.csv", "optimization_history.png", "parallel_coordinate.png", "slice.png"} <= artifacts
     answer = Path(client(tmp_path).download_artifacts(parent.info.run_id, "answer.md")).read_text()
     assert "Which training loss" in answer and f"val/acc_best = {best.value:.4f} (trial {best.number}" in answer
-    assert "4 completed, 0 pruned, 0 failed" in answer and "Dataset: mnist" in answer
+    assert "4 completed, 0 pruned, 0 invalid, 0 failed" in answer and "Dataset: mnist" in answer
     assert answer == (tmp_path / "outputs/sweeps/loss4/answer.md").read_text()
     assert len((tmp_path / "outputs/sweeps/loss4/trials.csv").read_text().splitlines()) == 5
 
@@ -260,7 +260,7 @@ timeout: null
     _, children = sweep_runs(tmp_path)
     run = next(c for c in children if c.data.tags["optuna.trial_number"] == str(hopeless.number))
     assert run.info.status == "KILLED" and run.data.tags["optuna.pruned"] == "true" and "error" not in run.data.tags
-    assert "1 completed, 1 pruned, 0 failed" in (tmp_path / "outputs/sweeps/hopeless/answer.md").read_text()
+    assert "1 completed, 1 pruned, 0 invalid, 0 failed" in (tmp_path / "outputs/sweeps/hopeless/answer.md").read_text()
 
 
 def test_failing_trials_are_recorded_and_the_sweep_goes_on(home, tmp_path, monkeypatch):
@@ -291,14 +291,44 @@ timeout: null
     monkeypatch.setattr(sweep_module, "train", train_nan_at_kernel_7)
     study = sweep_module.run([searchpath, "sweep=risky", "sweep.study_name=risky", *home])
     trials = counted_trials(study.get_trials())
-    assert [t.state.name for t in trials] == ["FAIL", "FAIL", "FAIL", "COMPLETE"]
+    # an invalid setting is pruned (TPE ignores failed trials and would propose it again), bugs and NaNs fail
+    assert [t.state.name for t in trials] == ["PRUNED", "FAIL", "FAIL", "COMPLETE"]
+    assert trials[0].user_attrs["imgrec.invalid"] is True and "imgrec.invalid" not in trials[1].user_attrs
     errors = [t.user_attrs["imgrec.error"] for t in trials]
     assert "shrinks a 1x28x28 input to nothing" in errors[0]  # the model's ConfigError: no run was started
     assert errors[1] == "RuntimeError: exploded on purpose" and errors[2] == "val/acc_best is nan"
     _, children = sweep_runs(tmp_path)
     assert {c.data.tags["optuna.trial_number"]: c.info.status for c in children} == {"1": "FAILED", "3": "FINISHED"}
     answer = (tmp_path / "outputs/sweeps/risky/answer.md").read_text()
-    assert "1 completed, 0 pruned, 3 failed" in answer and "Failed trial 1: RuntimeError: exploded on purpose" in answer
+    assert "1 completed, 0 pruned, 1 invalid, 2 failed" in answer
+    assert "Failed trial 1: RuntimeError: exploded on purpose" in answer and "Invalid (recorded as pruned" in answer
+
+
+def test_a_setting_drawn_again_reuses_its_result_instead_of_training(home, tmp_path, monkeypatch):
+    searchpath = write_sweep(tmp_path, "narrow", """
+question: Which learning rate, of two?
+metric: val/acc_best
+direction: maximize
+space:
+  optimizer.lr: {type: categorical, choices: [0.5, 0.25]}
+base: []
+enqueue: [{optimizer.lr: 0.5}, {optimizer.lr: 0.25}, {optimizer.lr: 0.5}, {optimizer.lr: 0.25}, {optimizer.lr: 0.5}]
+sampler: {type: tpe, seed: 0}
+pruner: {type: none}
+n_trials: 5
+timeout: null
+""")
+    monkeypatch.setattr(sweep_module, "train", stub_train())
+    study = sweep_module.run([searchpath, "sweep=narrow", "sweep.study_name=narrow", *home])
+    assert len(sweep_module.train.calls) == 2  # each setting trained once
+    trials = counted_trials(study.get_trials())
+    assert [t.value for t in trials] == [0.5, 0.25, 0.5, 0.25, 0.5]
+    assert [t.user_attrs.get("imgrec.repeat_of") for t in trials] == [None, None, 0, 1, 0]
+    _, children = sweep_runs(tmp_path)  # still one child run per trial; a repeat's points at the original
+    assert sorted(c.data.tags["optuna.trial_number"] for c in children) == ["2", "3", "4"]  # the stub logs no run
+    assert all(c.data.tags["imgrec.repeat_of"] in ("0", "1") and c.info.status == "FINISHED" for c in children)
+    answer = (tmp_path / "outputs/sweeps/narrow/answer.md").read_text()
+    assert "best of 2 settings trained to the end" in answer and "3 trial(s) (2, 3, 4) drew a setting" in answer
 
 
 # -- resume, dead workers, several workers -------------------------------------------------------------

@@ -59,7 +59,7 @@ from imgrec import config
 from imgrec.config import CONF_DIR, hydra_message, override_key, register_resolvers, save_hydra_files
 from imgrec.errors import ConfigError, ImgrecError, one_line
 from imgrec.progress import log_to_file
-from imgrec.sweep_report import is_retry, is_surplus
+from imgrec.sweep_report import INVALID_ATTR, REPEAT_ATTR, is_retry, is_surplus
 from imgrec.tracking import run as tracking
 from imgrec.train import train
 
@@ -547,6 +547,10 @@ class Sweep:
 
     def run_trial(self, trial: optuna.Trial) -> None:
         values = suggest(trial, self.params, self.base_value)
+        earlier = self.same_setting(trial)
+        if earlier is not None:
+            self.reuse(trial, earlier)
+            return
         output_dir = self.dir / f"trial_{trial.number}"
         if output_dir.exists():  # e.g. a study of the same name in another storage wrote here
             output_dir = output_dir.with_name(f"{output_dir.name}_{secrets.token_hex(3)}")
@@ -570,12 +574,45 @@ class Sweep:
             except (KeyboardInterrupt, SystemExit):
                 self.requeue(trial)
                 raise
-            except (ImgrecError, HydraException, OmegaConfBaseException) as err:  # e.g. kernel too big for the image
+            except (ConfigError, HydraException, OmegaConfBaseException) as err:  # e.g. kernel too big for the image
+                # pruned, not failed: TPE ignores failed trials and would keep proposing this setting
+                state, error = TrialState.PRUNED, hydra_message(err)
+                trial.set_user_attr(INVALID_ATTR, True)
+                log.info("trial %d: invalid setting: %s", trial.number, error)
+            except ImgrecError as err:  # e.g. missing data: not this setting's fault
                 error = hydra_message(err)
             except Exception as err:  # a bug in this trial's combination: record it, go on with the sweep
                 log.exception("trial %d failed", trial.number)
                 error = f"{type(err).__name__}: {one_line(err)}"
         self.finish_trial(trial, state, value, error, reporter)
+
+    def same_setting(self, trial: optuna.Trial) -> optuna.trial.FrozenTrial | None:
+        """An earlier trial that ran these params to the end (complete, pruned or invalid), if the
+        runs are seeded: TPE re-proposes its favourites, and a seeded re-run would only repeat the result."""
+        if self.base.seed is None:
+            return None
+        for earlier in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
+            if earlier.number != trial.number and earlier.params == trial.params:
+                return earlier
+        return None
+
+    def reuse(self, trial: optuna.Trial, earlier: optuna.trial.FrozenTrial) -> None:
+        """Record `earlier`'s result for `trial` (and a child run pointing at its run), training nothing."""
+        for step, value in sorted(earlier.intermediate_values.items()):
+            trial.report(value, step)
+        for key in ("imgrec.error", "imgrec.epochs", INVALID_ATTR):
+            if key in earlier.user_attrs:
+                trial.set_user_attr(key, earlier.user_attrs[key])
+        trial.set_user_attr(REPEAT_ATTR, earlier.number)
+        client, original = self.parent.client, earlier.user_attrs.get("imgrec.mlflow_run_id")
+        run = client.create_run(client.get_run(self.parent.run_id).info.experiment_id,
+                                tags={**self.child_tags(trial), REPEAT_ATTR: str(original or earlier.number)})
+        if earlier.value is not None:
+            client.log_metric(run.info.run_id, self.spec.metric, earlier.value)
+        client.set_terminated(run.info.run_id, "FINISHED" if earlier.state == TrialState.COMPLETE else "KILLED")
+        trial.set_user_attr("imgrec.mlflow_run_id", run.info.run_id)
+        self.study.tell(trial, earlier.value if earlier.state == TrialState.COMPLETE else None, state=earlier.state)
+        log.info("trial %d: the setting of trial %d again; its result is reused, nothing trained", trial.number, earlier.number)
 
     def child_tags(self, trial: optuna.Trial) -> dict[str, str]:
         return {"mlflow.parentRunId": self.parent.run_id, "mlflow.runName": f"trial_{trial.number}",

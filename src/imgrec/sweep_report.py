@@ -24,6 +24,8 @@ from optuna.trial import FrozenTrial, TrialState
 log = logging.getLogger(__name__)
 
 SURPLUS_ATTR = "imgrec.surplus"  # user attr of a trial created past the budget (never run)
+REPEAT_ATTR = "imgrec.repeat_of"  # user attr of a trial whose setting an earlier trial ran: its result was reused
+INVALID_ATTR = "imgrec.invalid"  # user attr of a setting that cannot be built (recorded as pruned)
 RETRIED_FROM = "failed_trial"  # system attr Optuna's retry callback gives a re-queued trial
 PLOTS = {
     "optimization_history.png": "plot_optimization_history",
@@ -35,6 +37,14 @@ PLOTS = {
 
 def is_surplus(trial: FrozenTrial) -> bool:
     return bool(trial.user_attrs.get(SURPLUS_ATTR))
+
+
+def is_repeat(trial: FrozenTrial) -> bool:
+    return REPEAT_ATTR in trial.user_attrs
+
+
+def is_invalid(trial: FrozenTrial) -> bool:
+    return bool(trial.user_attrs.get(INVALID_ATTR))
 
 
 def is_retry(trial: FrozenTrial) -> bool:
@@ -72,7 +82,8 @@ def write_report(study: optuna.Study, ctx: Context, out_dir: Path, client=None, 
     """Write the report files to `out_dir` (and the parent run, given one); return answer.md's text."""
     out_dir.mkdir(parents=True, exist_ok=True)
     trials = counted_trials(study.get_trials(deepcopy=False))
-    complete = ranked([t for t in trials if t.state == TrialState.COMPLETE], ctx.direction)
+    # each setting once: a repeat reused an earlier trial's result
+    complete = ranked([t for t in trials if t.state == TrialState.COMPLETE and not is_repeat(t)], ctx.direction)
     importances, why_not = param_importances(study, len(complete))
 
     files = [write_trials_csv(study, trials, out_dir / "trials.csv")]
@@ -180,7 +191,7 @@ def answer_paragraph(ctx, complete, importances, why_not) -> str:
                 f"for what happened to the {ctx.n_trials} trials of the budget.")
     best = complete[0]
     text = (f"The best setting is {setting(best.params)}, with {ctx.metric} = {best.value:.4f} "
-            f"(trial {best.number}, the best of {len(complete)} completed trials).")
+            f"(trial {best.number}, the best of {len(complete)} settings trained to the end).")
     runners = [t for t in complete[1:] if t.params != best.params][:2]
     if runners:
         described = []
@@ -214,25 +225,33 @@ def per_choice_table(ctx, complete) -> list[str]:
                 rows.append(f"| {key} | {fmt(choice)} | {len(values)} | {best:.4f} | {mean(values):.4f} |")
     if not rows:
         return []
-    return ["Per choice (completed trials):", "", f"| parameter | choice | trials | best {ctx.metric} | mean |",
+    return ["Per choice (settings trained to the end):", "", f"| parameter | choice | trials | best {ctx.metric} | mean |",
             "|---|---|---:|---:|---:|", *rows, ""]
 
 
 def caveats(ctx: Context, trials: list[FrozenTrial], counts: dict) -> list[str]:
     done = counts[TrialState.COMPLETE] + counts[TrialState.PRUNED] + counts[TrialState.FAIL]
+    invalid = sum(is_invalid(t) for t in trials)
     notes = [f"{done} of the {ctx.n_trials} trials of the budget finished: {counts[TrialState.COMPLETE]} completed, "
-             f"{counts[TrialState.PRUNED]} pruned, {counts[TrialState.FAIL]} failed"
+             f"{counts[TrialState.PRUNED] - invalid} pruned, {invalid} invalid, {counts[TrialState.FAIL]} failed"
              + (f" ({counts[TrialState.RUNNING]} still running)" if counts[TrialState.RUNNING] else "") + "."]
     if len(trials) < ctx.n_trials:
         notes.append(f"The budget is not used up ({len(trials)} of {ctx.n_trials} trials): "
                      "re-run the same command to top the study up.")
-    errors: dict[str, list[int]] = {}
-    for t in trials:
-        if t.state == TrialState.FAIL:
-            errors.setdefault(str(t.user_attrs.get("imgrec.error") or "no error recorded"), []).append(t.number)
-    for error, numbers in list(errors.items())[:5]:
-        notes.append(f"Failed trial{'s' if len(numbers) > 1 else ''} {', '.join(map(str, numbers))}: {error}")
-    pruned = sorted({t.user_attrs.get("imgrec.epochs") or 0 for t in trials if t.state == TrialState.PRUNED})
+    repeats = [t.number for t in trials if is_repeat(t)]
+    if repeats:
+        notes.append(f"{len(repeats)} trial(s) ({', '.join(map(str, repeats))}) drew a setting an earlier trial had "
+                     "run; with the same seed the result is the same, so it was reused, not trained again.")
+    for kind, which in (("Failed", lambda t: t.state == TrialState.FAIL),
+                        ("Invalid (recorded as pruned, so the sampler steers away from them)", is_invalid)):
+        errors: dict[str, list[int]] = {}
+        for t in trials:
+            if which(t) and not is_repeat(t):
+                errors.setdefault(str(t.user_attrs.get("imgrec.error") or "no error recorded"), []).append(t.number)
+        for error, numbers in list(errors.items())[:5]:
+            notes.append(f"{kind} trial{'s' if len(numbers) > 1 else ''} {', '.join(map(str, numbers))}: {error}")
+    pruned = sorted({t.user_attrs.get("imgrec.epochs") or 0 for t in trials
+                     if t.state == TrialState.PRUNED and not is_invalid(t)})
     stopped = ""
     if pruned:
         span = str(pruned[0]) if len(pruned) == 1 else f"{pruned[0]}-{pruned[-1]}"

@@ -260,7 +260,9 @@ timeout: null
     _, children = sweep_runs(tmp_path)
     run = next(c for c in children if c.data.tags["optuna.trial_number"] == str(hopeless.number))
     assert run.info.status == "KILLED" and run.data.tags["optuna.pruned"] == "true" and "error" not in run.data.tags
-    assert "1 completed, 1 pruned, 0 invalid, 0 failed" in (tmp_path / "outputs/sweeps/hopeless/answer.md").read_text()
+    answer = (tmp_path / "outputs/sweeps/hopeless/answer.md").read_text()
+    assert "1 completed, 1 pruned, 0 invalid, 0 failed" in answer
+    assert "| optimizer.lr | 1e-09 | 0 | 1 | - | - |" in answer  # always pruned: no metric, and the count says why
 
 
 def test_failing_trials_are_recorded_and_the_sweep_goes_on(home, tmp_path, monkeypatch):

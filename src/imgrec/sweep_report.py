@@ -174,7 +174,7 @@ def answer_md(ctx, trials, complete, importances, why_not, plots) -> str:
         lines += ["## Evidence", "", f"Top trials by {ctx.metric} ({ctx.direction}):", ""]
         lines += ["| trial | " + ctx.metric + " | setting |", "|---:|---:|---|"]
         lines += [f"| {t.number} | {t.value:.4f} | {setting(t.params)} |" for t in complete[:5]]
-        lines += [""] + per_choice_table(ctx, complete)
+        lines += [""] + per_choice_table(ctx, trials, complete)
     if importances:
         lines += ["Parameter importance (fANOVA, sums to 1):", ""]
         lines += ["| parameter | importance |", "|---|---:|"] + [f"| {k} | {v:.3f} |" for k, v in importances.items()]
@@ -212,21 +212,28 @@ def answer_paragraph(ctx, complete, importances, why_not) -> str:
     return text
 
 
-def per_choice_table(ctx, complete) -> list[str]:
-    """For each categorical parameter: how each of its choices did (best and mean of the metric)."""
+def per_choice_table(ctx, trials, complete) -> list[str]:
+    """For each categorical parameter: how each of its choices did (best and mean of the metric over the
+    settings trained to the end), and how often the pruner stopped it early (a choice that is always
+    pruned has no metric, and the count says why)."""
+    stopped = [t for t in trials if t.state == TrialState.PRUNED and not is_invalid(t) and not is_repeat(t)]
     rows = []
     for key, dist in complete[0].distributions.items():
         if not isinstance(dist, optuna.distributions.CategoricalDistribution):
             continue
         for choice in dist.choices:
             values = [t.value for t in complete if t.params.get(key) == choice]
+            pruned = sum(t.params.get(key) == choice for t in stopped)
             if values:
                 best = max(values) if ctx.direction == "maximize" else min(values)
-                rows.append(f"| {key} | {fmt(choice)} | {len(values)} | {best:.4f} | {mean(values):.4f} |")
+                rows.append(f"| {key} | {fmt(choice)} | {len(values)} | {pruned} | {best:.4f} | {mean(values):.4f} |")
+            elif pruned:
+                rows.append(f"| {key} | {fmt(choice)} | 0 | {pruned} | - | - |")
     if not rows:
         return []
-    return ["Per choice (settings trained to the end):", "", f"| parameter | choice | trials | best {ctx.metric} | mean |",
-            "|---|---|---:|---:|---:|", *rows, ""]
+    return ["Per choice (each setting once):", "",
+            f"| parameter | choice | trained to the end | pruned | best {ctx.metric} | mean |",
+            "|---|---|---:|---:|---:|---:|", *rows, ""]
 
 
 def caveats(ctx: Context, trials: list[FrozenTrial], counts: dict) -> list[str]:

@@ -159,11 +159,13 @@ def plot(path: Path, info: TableInfo, rows: Sequence[RowResult]) -> None:
     published = [r.published if r.published is not None else math.nan for r in rows]
     ours = [r.ours for r in rows]
     ax.barh([y - height / 2 for y in ys], published, height, color="0.75", label="published")
-    ax.barh([y + height / 2 for y in ys], [o.mean for o in ours], height, xerr=[o.std or 0.0 for o in ours],
+    ax.barh([y + height / 2 for y in ys], [o.mean for o in ours], height,
+            xerr=[math.nan if o.std is None else o.std for o in ours],  # no error bar for a single seed
             color="tab:blue", capsize=3, label=f"ours ({info.budget})")
     for y, row, summary in zip(ys, rows, ours):
         if summary.n == 0:
-            ax.text(0.01, y + height / 2, "not run", transform=ax.get_yaxis_transform(), va="center", fontsize=8)
+            what = "context" if (row.reason or "").startswith("context") else "not run"
+            ax.text(0.01, y + height / 2, what, transform=ax.get_yaxis_transform(), va="center", fontsize=8)
     ax.set_yticks(list(ys), [r.label for r in rows], fontsize=8)
     ax.invert_yaxis()
     values = [v for v in published + [o.mean for o in ours] if not math.isnan(v)]

@@ -17,14 +17,14 @@ import pytest
 from mlflow import MlflowClient
 from optuna.trial import TrialState
 
-import imgrec.sweep as sweep_module
+import imgrec.sweep.driver as sweep_module
 from imgrec.config import CONF_DIR
 from imgrec.errors import ConfigError
-from imgrec.sweep import (
-    Sweep, TrialReporter, budget_is_spent, default_study_name, launch_mode, override_value, parse_space, split_overrides,
-    suggest, within_budget,
-)
-from imgrec.sweep_report import SURPLUS_ATTR, counted_trials
+from imgrec.sweep.driver import Sweep, default_study_name, split_overrides
+from imgrec.sweep.pruning import TrialReporter, launch_mode
+from imgrec.sweep.report import SURPLUS_ATTR, counted_trials
+from imgrec.sweep.space import override_value, parse_space, suggest
+from imgrec.sweep.storage import budget_is_spent, within_budget
 from imgrec.tasks.classification import ClassificationTask
 from tests.conftest import REPO
 

@@ -1,26 +1,5 @@
-"""Optuna sweeps that answer a hyperparameter question: `python scripts/sweep.py sweep=cnn_kernel [overrides]`.
-
-A sweep (conf/sweep/NAME.yaml, composed through conf/sweep_driver.yaml) names a question, a metric,
-a search space over config keys, base overrides, a sampler, a pruner and a budget. Each trial composes
-conf/train.yaml with base + command-line + sampled overrides (later wins) and calls the same
-`imgrec.train.train` as train.py; a callback reports the metric to Optuna after every validation epoch
-so the pruner can stop hopeless trials. Optuna (>= 4) is driven directly through ask/tell.
-
-Several processes or machines running the same command share one study (storage URL + study name):
-
-- Budget: `n_trials` is the study's total. Optuna numbers a study's trials in the order the storage
-  creates them (one at a time per study), so a trial runs only if fewer than `n_trials` budget trials
-  precede it. A worker racing past the budget marks its new trial surplus (FAIL, user attr
-  imgrec.surplus, ignored by reports and counts) and stops: exactly `n_trials` trials run however many
-  workers there are, and re-running tops the study up. Trials of dead workers (heartbeats, RDB storage)
-  or interrupted by Ctrl-C are re-queued as retries that take their original's slot.
-- MLflow: the one process whose create_study succeeds (the storage's unique study name decides) creates
-  the study's parent run and publishes its id as a study user attr; the others wait for it. Each trial
-  is a child run (mlflow.parentRunId). A pruned trial's run ends KILLED with tag optuna.pruned=true.
-- Pruning needs the trainer in this process: with a multi-process trainer (ddp_spawn) trials run
-  unpruned; strategies that re-run the command per rank (ddp, torchrun) would start more sweep workers
-  and are refused. Scale out with one device per trial and several workers instead.
-"""
+"""One sweep worker: compose the sweep, open the study and its MLflow parent, run trials until the budget
+is spent, write the report (see imgrec.sweep for how workers share a study)."""
 
 import gc
 import hashlib
@@ -28,38 +7,34 @@ import json
 import logging
 import math
 import os
-import random
 import re
 import secrets
 import signal
 import sys
-import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 import optuna
-import sqlalchemy
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException
 from mlflow import MlflowClient
-from mlflow.exceptions import MlflowException
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
-from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
-from imgrec import sweep_report
 from imgrec import config
 from imgrec.config import CONF_DIR, hydra_message, override_key, register_resolvers, save_hydra_files
 from imgrec.errors import ConfigError, ImgrecError, one_line
 from imgrec.progress import log_to_file
-from imgrec.sweep_report import INVALID_ATTR, REPEAT_ATTR, is_retry, is_surplus
+from imgrec.sweep import report as sweep_report
+from imgrec.sweep.parent import ParentRun
+from imgrec.sweep.pruning import TrialReporter, launch_mode
+from imgrec.sweep.report import INVALID_ATTR, REPEAT_ATTR
+from imgrec.sweep.space import encode_choice, first_point, override_value, parse_space, suggest
+from imgrec.sweep.storage import budget_is_spent, describe_storage, heartbeat, make_storage, retrying, within_budget
 from imgrec.tracking import run as tracking
 from imgrec.train import train
 
@@ -116,273 +91,6 @@ def default_study_name(sweep: str, user_overrides: Sequence[str]) -> str:
         return sweep
     return f"{sweep}-{extra}" if len(extra) <= 60 else f"{sweep}-{hashlib.sha1(extra.encode()).hexdigest()[:10]}"
 
-
-# -- search space -------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Param:
-    key: str  # a config key (`optimizer.lr`) or a config group (`model`): both become `key=value`
-    distribution: BaseDistribution
-    when: dict[str, list]  # sampled only if each named key (sampled earlier, or in the base config) has one of these values
-
-
-def parse_space(space: DictConfig) -> list[Param]:
-    params = []
-    for key, spec in space.items():
-        if spec is None:  # `sweep.space.KEY=null` drops a parameter
-            continue
-        spec = OmegaConf.to_container(spec, resolve=True)
-        kind, when = spec.pop("type", None), spec.pop("when", None) or {}
-        try:
-            if kind == "categorical":
-                distribution = CategoricalDistribution([encode_choice(c) for c in spec.pop("choices")])
-            elif kind in ("float", "log-float"):
-                distribution = FloatDistribution(float(spec.pop("low")), float(spec.pop("high")),
-                                                 log=spec.pop("log", kind == "log-float"), step=spec.pop("step", None))
-            elif kind == "int":
-                distribution = IntDistribution(int(spec.pop("low")), int(spec.pop("high")),
-                                               log=spec.pop("log", False), step=spec.pop("step", 1))
-            else:
-                raise ValueError(f"type must be float, log-float, int or categorical, got {kind!r}")
-            if spec:
-                raise ValueError(f"unknown keys {sorted(spec)}")
-        except (KeyError, ValueError, TypeError) as err:
-            raise ConfigError(f"sweep.space.{key}: {one_line(err)}") from None
-        params.append(Param(key, distribution, {k: v if isinstance(v, list) else [v] for k, v in when.items()}))
-    if not params:
-        raise ConfigError("sweep.space is empty: name at least one config key and its distribution")
-    return params
-
-
-def encode_choice(choice: Any) -> Any:
-    """Optuna's categorical choices are scalars: a list or dict choice travels as its override text."""
-    return override_value(choice) if isinstance(choice, (list, dict)) else choice
-
-
-def override_value(value: Any) -> str:
-    """A value as Hydra's override grammar reads it back."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, (list, ListConfig)):
-        return "[" + ",".join(override_value(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{" + ",".join(f"{k}:{override_value(v)}" for k, v in value.items()) + "}"
-    text = str(value)
-    if text[:1] in "[{" or re.fullmatch(r"[\w.:/\-]+", text):
-        return text  # list/dict literals (encoded choices) and plain words pass as they are
-    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
-def suggest(trial: optuna.Trial | optuna.trial.FixedTrial, params: list[Param], base: Callable[[str], Any]) -> dict:
-    """Sample each parameter whose `when` holds; returns {key: value} in the space's order."""
-    values: dict[str, Any] = {}
-    for p in params:
-        def holds(key: str, allowed: list) -> bool:
-            actual = values[key] if key in values else base(key)
-            return override_value(actual) in {override_value(a) for a in allowed}
-
-        if not all(holds(k, allowed) for k, allowed in p.when.items()):
-            continue
-        d = p.distribution
-        if isinstance(d, CategoricalDistribution):
-            values[p.key] = trial.suggest_categorical(p.key, d.choices)
-        elif isinstance(d, FloatDistribution):
-            values[p.key] = trial.suggest_float(p.key, d.low, d.high, log=d.log, step=d.step)
-        else:
-            values[p.key] = trial.suggest_int(p.key, d.low, d.high, log=d.log, step=d.step)
-    return values
-
-
-def first_point(params: list[Param]) -> dict:
-    """A point of the space (first choice, lowest value), to check the keys before any trial runs."""
-    return {p.key: p.distribution.choices[0] if isinstance(p.distribution, CategoricalDistribution)
-            else p.distribution.low for p in params}
-
-
-# -- storage, study and budget ------------------------------------------------------------------------
-
-def file_of(url: str) -> Path | None:
-    """The file behind a sqlite:/// or journal:/// URL (three slashes: relative, four: absolute)."""
-    if url.startswith("journal:///"):
-        return Path(url.removeprefix("journal:///"))
-    if url.startswith("sqlite:"):
-        database = sqlalchemy.engine.make_url(url).database
-        return Path(database) if database and database != ":memory:" else None
-    return None
-
-
-def describe_storage(url: str) -> str:
-    """The storage's identity for tags and reports: absolute file paths, no passwords."""
-    path = file_of(url)
-    if path is not None:
-        return f"{url.split(':', 1)[0]}:///{path.resolve()}"
-    if url.startswith("journal:"):
-        return url
-    return sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
-
-
-def make_storage(spec: DictConfig) -> optuna.storages.BaseStorage:
-    url, path = spec.storage, file_of(spec.storage)
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    if url.startswith("journal:"):
-        if path is None:
-            raise ConfigError(f"sweep.storage: a journal file is journal:///relative/path or journal:////absolute/path, got {url}")
-        return optuna.storages.journal.JournalStorage(optuna.storages.journal.JournalFileBackend(str(path)))
-    # SQLite: wait for the other workers' writes instead of failing on "database is locked".
-    engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite:") else {"pool_pre_ping": True}
-    return retrying(lambda: optuna.storages.RDBStorage(
-        url, engine_kwargs=engine, heartbeat_interval=spec.heartbeat_interval, grace_period=spec.grace_period,
-        heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(spec.max_retry)))
-
-
-def retrying(action: Callable[[], Any], attempts: int = 5) -> Any:
-    """Workers starting together on a new database race to create its tables: retry what lost."""
-    for attempt in range(attempts):
-        try:
-            return action()
-        except sqlalchemy.exc.SQLAlchemyError:
-            if attempt == attempts - 1:
-                raise
-            time.sleep(0.5 + random.random())
-
-
-def within_budget(trials: Sequence[optuna.trial.FrozenTrial], number: int, n_trials: int) -> bool:
-    """Whether trial `number` fills one of the study's first `n_trials` slots.
-
-    A fresh trial takes a slot if fewer than n_trials fresh, non-surplus trials precede it in the
-    study's creation order, which every worker sees the same way; a retry takes its original's slot.
-    """
-    trial = next(t for t in trials if t.number == number)
-    if is_surplus(trial):
-        return False
-    if is_retry(trial):
-        return True
-    return sum(t.number < number and not is_retry(t) and not is_surplus(t) for t in trials) < n_trials
-
-
-def budget_is_spent(trials: Sequence[optuna.trial.FrozenTrial], n_trials: int) -> bool:
-    fresh = sum(not is_retry(t) and not is_surplus(t) for t in trials)
-    return fresh >= n_trials and not any(t.state == TrialState.WAITING for t in trials)
-
-
-@contextmanager
-def heartbeat(storage: optuna.storages.BaseStorage, trial: optuna.Trial) -> Iterator[None]:
-    """Record the trial's heartbeat while it runs (what study.optimize does; ask/tell must do it itself),
-    so that if this process dies, another worker fails the trial after the grace period and re-queues it."""
-    interval = getattr(storage, "get_heartbeat_interval", lambda: None)()
-    if not interval:
-        yield
-        return
-    stop = threading.Event()
-
-    def beat() -> None:
-        while True:
-            storage.record_heartbeat(trial._trial_id)  # Optuna's own HeartbeatThread uses the same id
-            if stop.wait(interval):
-                return
-
-    thread = threading.Thread(target=beat, name=f"heartbeat-trial-{trial.number}", daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join()
-
-
-# -- MLflow -------------------------------------------------------------------------------------------
-
-class ParentRun:
-    """The study's MLflow parent run: one per (study, storage), found again by the study's user attr."""
-
-    def __init__(self, client: MlflowClient, run_id: str):
-        self.client, self.run_id = client, run_id
-
-    @classmethod
-    def create(cls, client: MlflowClient, experiment_id: str, name: str, tags: dict, params: dict) -> "ParentRun":
-        from mlflow.entities import Param as MlflowParam
-
-        run = client.create_run(experiment_id, run_name=name, tags=tags)
-        client.log_batch(run.info.run_id, params=[MlflowParam(k, str(v)[:6000]) for k, v in params.items()])
-        return cls(client, run.info.run_id)
-
-    @staticmethod
-    def find(client: MlflowClient, experiment_id: str, study_tag: str, storage_tag: str) -> str | None:
-        runs = client.search_runs(
-            [experiment_id],
-            filter_string=f"tags.`imgrec.study` = '{study_tag}' and tags.`imgrec.storage` = '{storage_tag}'",
-            order_by=["attributes.start_time ASC"], max_results=1)
-        return runs[0].info.run_id if runs else None
-
-    def usable(self) -> bool:
-        try:
-            return self.client.get_run(self.run_id).info.lifecycle_stage == "active"
-        except MlflowException:  # deleted for good, or another tracking server
-            return False
-
-    def child(self, trial_number: int) -> str | None:
-        """The run of trial `trial_number` (found by its tags: train() does not hand its run id back on errors)."""
-        if not hasattr(self, "_experiment_id"):
-            self._experiment_id = self.client.get_run(self.run_id).info.experiment_id
-        runs = self.client.search_runs(
-            [self._experiment_id], max_results=1, order_by=["attributes.start_time DESC"],
-            filter_string=f"tags.`mlflow.parentRunId` = '{self.run_id}' and tags.`optuna.trial_number` = '{trial_number}'")
-        return runs[0].info.run_id if runs else None
-
-    def set_status(self, status: str) -> None:
-        if status == "RUNNING":
-            self.client.update_run(self.run_id, status="RUNNING")
-        else:
-            self.client.set_terminated(self.run_id, status)
-
-
-# -- pruning ------------------------------------------------------------------------------------------
-
-class TrialReporter(L.Callback):
-    """Reports `metric` to the Optuna trial after each validation epoch and prunes hopeless trials.
-
-    A NaN or infinite metric prunes at once (the trial cannot recover a usable value). Needs the trial
-    in this process: attach it only to single-process trainers (see launch_mode()).
-    """
-
-    def __init__(self, trial: optuna.Trial, metric: str):
-        self.trial, self.metric, self.epochs = trial, metric, 0
-
-    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.sanity_checking or self.metric not in trainer.callback_metrics:
-            return
-        epoch, value = trainer.current_epoch, float(trainer.callback_metrics[self.metric])
-        self.epochs = epoch + 1
-        if not math.isfinite(value):
-            raise optuna.TrialPruned(f"{self.metric} is {value} after epoch {epoch + 1}")
-        self.trial.report(value, step=epoch)
-        if self.trial.should_prune():
-            raise optuna.TrialPruned(f"{self.metric}={value:.4f} after epoch {epoch + 1} is worse than the pruner allows")
-
-
-def launch_mode(trainer: DictConfig) -> str:
-    """'single' (prunable), 'spawn' (ranks spawned from this process) or 'rerun' (ranks re-run the command)."""
-    import torch
-
-    strategy, devices = str(trainer.get("strategy") or "auto"), trainer.get("devices", "auto")
-    if isinstance(devices, (list, ListConfig)):
-        count = len(devices)
-    elif str(devices) in ("-1", "auto"):
-        count = 1 if str(trainer.get("accelerator")) == "cpu" else max(torch.cuda.device_count(), 1)
-    else:
-        count = int(devices)
-    count *= int(trainer.get("num_nodes") or 1)
-    if count == 1 and not any(s in strategy for s in ("ddp", "fsdp", "deepspeed")):
-        return "single"
-    return "spawn" if any(s in strategy for s in ("spawn", "fork", "notebook")) else "rerun"
-
-
-# -- the driver ---------------------------------------------------------------------------------------
 
 class Sweep:
     """One worker of one study: set up (study, parent run), run trials until the budget is spent, report."""

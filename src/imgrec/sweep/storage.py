@@ -1,0 +1,107 @@
+"""Where a study lives (SQLite, journal file, PostgreSQL/MySQL), its exact budget across workers, heartbeats."""
+
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import optuna
+import sqlalchemy
+from omegaconf import DictConfig
+from optuna.trial import TrialState
+
+from imgrec.errors import ConfigError
+from imgrec.sweep.report import is_retry, is_surplus
+
+
+def file_of(url: str) -> Path | None:
+    """The file behind a sqlite:/// or journal:/// URL (three slashes: relative, four: absolute)."""
+    if url.startswith("journal:///"):
+        return Path(url.removeprefix("journal:///"))
+    if url.startswith("sqlite:"):
+        database = sqlalchemy.engine.make_url(url).database
+        return Path(database) if database and database != ":memory:" else None
+    return None
+
+
+def describe_storage(url: str) -> str:
+    """The storage's identity for tags and reports: absolute file paths, no passwords."""
+    path = file_of(url)
+    if path is not None:
+        return f"{url.split(':', 1)[0]}:///{path.resolve()}"
+    if url.startswith("journal:"):
+        return url
+    return sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
+
+
+def make_storage(spec: DictConfig) -> optuna.storages.BaseStorage:
+    url, path = spec.storage, file_of(spec.storage)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    if url.startswith("journal:"):
+        if path is None:
+            raise ConfigError(f"sweep.storage: a journal file is journal:///relative/path or journal:////absolute/path, got {url}")
+        return optuna.storages.journal.JournalStorage(optuna.storages.journal.JournalFileBackend(str(path)))
+    # SQLite: wait for the other workers' writes instead of failing on "database is locked".
+    engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite:") else {"pool_pre_ping": True}
+    return retrying(lambda: optuna.storages.RDBStorage(
+        url, engine_kwargs=engine, heartbeat_interval=spec.heartbeat_interval, grace_period=spec.grace_period,
+        heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(spec.max_retry)))
+
+
+def retrying(action: Callable[[], Any], attempts: int = 5) -> Any:
+    """Workers starting together on a new database race to create its tables: retry what lost."""
+    for attempt in range(attempts):
+        try:
+            return action()
+        except sqlalchemy.exc.SQLAlchemyError:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.5 + random.random())
+
+
+def within_budget(trials: Sequence[optuna.trial.FrozenTrial], number: int, n_trials: int) -> bool:
+    """Whether trial `number` fills one of the study's first `n_trials` slots.
+
+    A fresh trial takes a slot if fewer than n_trials fresh, non-surplus trials precede it in the
+    study's creation order, which every worker sees the same way; a retry takes its original's slot.
+    """
+    trial = next(t for t in trials if t.number == number)
+    if is_surplus(trial):
+        return False
+    if is_retry(trial):
+        return True
+    return sum(t.number < number and not is_retry(t) and not is_surplus(t) for t in trials) < n_trials
+
+
+def budget_is_spent(trials: Sequence[optuna.trial.FrozenTrial], n_trials: int) -> bool:
+    fresh = sum(not is_retry(t) and not is_surplus(t) for t in trials)
+    return fresh >= n_trials and not any(t.state == TrialState.WAITING for t in trials)
+
+
+@contextmanager
+def heartbeat(storage: optuna.storages.BaseStorage, trial: optuna.Trial) -> Iterator[None]:
+    """Record the trial's heartbeat while it runs (what study.optimize does; ask/tell must do it itself),
+    so that if this process dies, another worker fails the trial after the grace period and re-queues it."""
+    interval = getattr(storage, "get_heartbeat_interval", lambda: None)()
+    if not interval:
+        yield
+        return
+    stop = threading.Event()
+
+    def beat() -> None:
+        while True:
+            storage.record_heartbeat(trial._trial_id)  # Optuna's own HeartbeatThread uses the same id
+            if stop.wait(interval):
+                return
+
+    thread = threading.Thread(target=beat, name=f"heartbeat-trial-{trial.number}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()

@@ -17,7 +17,7 @@ import imgrec.reproduce as reproduce_module
 from imgrec.compare import main as compare_main
 from imgrec.config import CONF_DIR
 from imgrec.errors import ConfigError
-from imgrec.reproduce import BUDGETS, Reproduction, load_table
+from imgrec.reproduce import BUDGETS, Reproduction
 from imgrec.table_report import RowResult, TableInfo, verdict
 from imgrec.tracking.query import leaderboard, summarize
 from imgrec.tracking.run import CONFIG_HASH_TAG, RECIPE_HASH_TAG
@@ -83,6 +83,10 @@ def test_budgets_change_the_protocol_and_rows_add_their_own(home):
     (["table=fashion_mnist", "budget=long"], "budget must be one of paper, quick, smoke"),
     (["table=fashion_mnist", "table.seeds=0"], "table.seeds"),
     (["table=fashion_mnist", "model.no_such_key=1"], "does not compose"),
+    (["table=fashion_mnist", "table.unit=furlongs"], "table.unit must be one of"),
+    (["table=fashion_mnist", "table.entries.mlp.source=null"], "table.entries.mlp.source is not set"),
+    (["table=fashion_mnist", "table.entries.mlp.published=high"], "published must be a number"),
+    (["table=fashion_mnist", "table.entries.mlp.overrides=null"], "mlp needs overrides"),
 ])
 def test_bad_input_is_a_one_line_error_before_any_training(args, message, home):
     with pytest.raises(ConfigError, match=message) as err:
@@ -222,9 +226,3 @@ def test_the_command_line_prints_usage_or_a_one_line_error(home):
     assert bad.returncode == 1 and bad.stderr.strip().startswith("error:") and "nope" in bad.stderr
     assert len(bad.stderr.strip().splitlines()) == 1
 
-
-def test_table_specs_name_their_sources_and_units(home):
-    for name in TABLES:
-        table = load_table([f"table={name}"])
-        assert table.info.unit in ("accuracy", "accuracy_percent", "error_percent")
-        assert all(row.source and row.label for row in table.rows)

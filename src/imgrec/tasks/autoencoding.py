@@ -14,14 +14,12 @@ training split and evaluated on those of the test split.
 """
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import matplotlib
 import torch
 import torch.nn.functional as F
-from torch import nn
 from torchmetrics import MaxMetric, MeanMetric, MeanSquaredError, MetricCollection
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
@@ -144,18 +142,15 @@ class AutoencodingTask(Task):
 
     def __init__(
         self,
-        net: nn.Module,
-        optimizer: Callable[..., torch.optim.Optimizer],
-        scheduler: dict[str, Any] | None,
-        num_classes: int,
-        class_names: Sequence[str] | None = None,
+        *args,
         loss: str = "mse",
         denoise_std: float = 0.0,
         probe: str = "linear",
         probe_train_size: int = 10_000,
         knn_k: int = 5,
+        **kwargs,
     ):
-        super().__init__()
+        super().__init__(*args, **kwargs)  # net, optimizer, scheduler, num_classes, class_names: see Task
         if loss not in LOSSES:
             raise ValueError(f"task.loss: unknown '{loss}'; choose one of {', '.join(LOSSES)}")
         if probe not in PROBES:
@@ -165,12 +160,9 @@ class AutoencodingTask(Task):
         for key, value in (("probe_train_size", probe_train_size), ("knn_k", knn_k)):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"task.{key} must be a positive integer, got {value!r}")
-        if not callable(getattr(net, "encode", None)):
-            name = type(net).__name__
+        if not callable(getattr(self.net, "encode", None)):
+            name = type(self.net).__name__
             raise ValueError(f"task=autoencoding needs a network with encode() (model=autoencoder), got {name}")
-        self.net = net
-        self.optimizer, self.scheduler = optimizer, scheduler
-        self.num_classes = num_classes
         self.loss_name, self.denoise_std = loss, float(denoise_std)
         self.probe, self.probe_train_size, self.knn_k = probe, probe_train_size, knn_k
 

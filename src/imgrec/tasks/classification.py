@@ -1,11 +1,9 @@
 """Supervised classification: any network that maps images to class logits."""
 
-from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 from torchmetrics import ConfusionMatrix, MaxMetric, MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score, MulticlassPrecision, MulticlassRecall
 
@@ -48,30 +46,24 @@ class ClassificationTask(Task):
 
     def __init__(
         self,
-        net: nn.Module,
-        optimizer: Callable[..., torch.optim.Optimizer],
-        scheduler: dict[str, Any] | None,
-        num_classes: int,
-        class_names: Sequence[str] | None = None,
+        *args,
         loss: str = "cross_entropy",
         label_smoothing: float = 0.1,
+        **kwargs,
     ):
-        super().__init__()
+        super().__init__(*args, **kwargs)  # net, optimizer, scheduler, num_classes, class_names: see Task
         if loss not in LOSSES:
             raise ValueError(f"task.loss: unknown '{loss}'; choose one of {', '.join(LOSSES)}")
-        self.net = net
-        self.optimizer, self.scheduler = optimizer, scheduler
-        self.num_classes, self.loss_name = num_classes, loss
-        self.class_names = list(class_names or range(num_classes))
+        self.loss_name = loss
         self.label_smoothing = label_smoothing if loss == "label_smoothing" else 0.0
 
         for stage in STAGES:  # attributes, not a ModuleDict: its key "train" would shadow Module.train()
-            setattr(self, f"{stage}_metrics", summary_metrics(num_classes))
+            setattr(self, f"{stage}_metrics", summary_metrics(self.num_classes))
             setattr(self, f"{stage}_loss", MeanMetric())
         self.val_acc_best = MaxMetric()
         self.val_acc_best.persistent(True)  # kept in checkpoints, so a resumed run remembers its best
-        self.test_confusion = ConfusionMatrix(task="multiclass", num_classes=num_classes)
-        self.test_per_class = per_class_metrics(num_classes)
+        self.test_confusion = ConfusionMatrix(task="multiclass", num_classes=self.num_classes)
+        self.test_per_class = per_class_metrics(self.num_classes)
         self.test_report: dict[str, Any] | None = None
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:

@@ -129,11 +129,7 @@ class GANTask(Task):
 
     def __init__(
         self,
-        net: nn.Module,
-        optimizer: Callable[..., torch.optim.Optimizer],
-        scheduler: dict[str, Any] | None,
-        num_classes: int,
-        class_names: Sequence[str] | None = None,
+        *args,
         optimizer_g: Callable[..., torch.optim.Optimizer] | None = None,
         optimizer_d: Callable[..., torch.optim.Optimizer] | None = None,
         fd_classifier: str | None = None,
@@ -141,31 +137,28 @@ class GANTask(Task):
         tracking_uri: str | None = None,
         inception_fid: bool = False,
         grid_columns: int = 8,
+        **kwargs,
     ):
-        super().__init__()
+        super().__init__(*args, **kwargs)  # net, optimizer, scheduler, num_classes, class_names: see Task
         for part in ("generator", "discriminator"):
-            if not isinstance(getattr(net, part, None), nn.Module):
+            if not isinstance(getattr(self.net, part, None), nn.Module):
                 raise ValueError(f"task=gan needs a network with .generator and .discriminator (model=dcgan), "
-                                 f"got {type(net).__name__}")
+                                 f"got {type(self.net).__name__}")
         _check_positive_int(fd_samples, "fd_samples")
         _check_positive_int(grid_columns, "grid_columns")
         _check_optimizer(optimizer_g, "optimizer_g")
         _check_optimizer(optimizer_d, "optimizer_d")
         self.automatic_optimization = False  # two optimizers, stepped in turn in training_step
-        self.net = net
-        self.optimizer, self.scheduler = optimizer, scheduler
         self.optimizer_g, self.optimizer_d = optimizer_g, optimizer_d
-        self.num_classes = num_classes
-        self.class_names = list(class_names or range(num_classes))
-        self.latent_dim = int(net.latent_dim)
-        self.conditional = bool(getattr(net, "conditional", False))
+        self.latent_dim = int(self.net.latent_dim)
+        self.conditional = bool(getattr(self.net, "conditional", False))
         self.fd_samples, self.grid_columns = fd_samples, grid_columns
 
         # Fixed latents (and labels) for the sample grids: one row per class when conditional, the
         # same latent down each column, so a column shows one "style" across classes.
         seeded = torch.Generator().manual_seed(FIXED_NOISE_SEED)
         if self.conditional:
-            rows = num_classes
+            rows = self.num_classes
             noise = torch.randn(grid_columns, self.latent_dim, generator=seeded).repeat(rows, 1)
         else:
             rows = UNCONDITIONAL_GRID_ROWS
@@ -184,7 +177,7 @@ class GANTask(Task):
             setattr(self, f"{stage}_d_fake", MeanMetric())
 
         self.fd_classifier = fd_classifier
-        self.features, self.features_data = self._load_classifier(fd_classifier, tracking_uri, net, num_classes)
+        self.features, self.features_data = self._load_classifier(fd_classifier, tracking_uri, self.net, self.num_classes)
         self._inception: dict[str, nn.Module] = {}  # plain dict: Inception's weights stay out of checkpoints
         if inception_fid:
             first = make_inception_fid()

@@ -13,8 +13,8 @@ from imgrec.tasks.autoencoding import (
     corrupt,
     knn_accuracy,
     linear_probe_accuracy,
-    to_pixels,
 )
+from imgrec.data.pixels import Normalization
 from imgrec.train import train
 from tests.conftest import runs
 
@@ -39,7 +39,7 @@ def test_bad_network_settings_are_value_errors_naming_the_key(kwargs, message):
 def make_task(**config) -> AutoencodingTask:
     net = ConvAutoencoder((1, 28, 28), 10, latent_dim=8, channels=[4, 8])
     task = AutoencodingTask(net, optimizer=torch.optim.Adam, scheduler=None, num_classes=10, **config)
-    task.set_pixel_stats(torch.tensor([0.3]), torch.tensor([0.5]))
+    task.normalization = Normalization([0.3], [0.5])
     return task
 
 
@@ -57,7 +57,7 @@ def test_denoising_corrupts_the_encoder_input_but_not_the_target():
     plain, denoising = make_task(), make_task(denoise_std=0.3)
     plain_inputs, plain_target = plain.inputs_and_targets(clean)
     noisy_inputs, noisy_target = denoising.inputs_and_targets(clean)
-    expected_target = to_pixels(clean, torch.tensor([0.3]), torch.tensor([0.5]))
+    expected_target = (clean * 0.5 + 0.3).clamp(0, 1)
     assert torch.equal(plain_inputs, clean)
     assert not torch.allclose(noisy_inputs, clean, atol=0.1)
     assert torch.equal(noisy_target, expected_target) and torch.equal(plain_target, expected_target)

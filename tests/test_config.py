@@ -78,7 +78,7 @@ def test_tracking_uri_defaults_to_sqlite_and_the_env_var_wins(make_cfg, tmp_path
 
 
 def test_config_hash_ignores_where_things_live_but_not_what_is_trained(make_cfg, monkeypatch):
-    from imgrec.tracking.run import config_hash
+    from imgrec.tracking.identity import config_hash
 
     before = config_hash(make_cfg())
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:////elsewhere/mlflow.db")  # MLflow exports it on first use

@@ -8,9 +8,9 @@ from torch import nn
 
 from imgrec.errors import ConfigError
 from imgrec.models.dcgan import DCGAN, INIT_STD
-from imgrec.tasks.frechet import ClassifierFeatures, feature_stats, frechet_distance
-from imgrec.tasks.gan import image_grid, make_inception_fid
-from imgrec.tracking.checkpoints import load_net
+from imgrec.hub import load_net, read_checkpoint
+from imgrec.pictures import image_grid
+from imgrec.tasks.sample_quality import ClassifierFeatures, feature_stats, frechet_distance, make_inception_fid
 from imgrec.train import train
 from tests.conftest import runs
 
@@ -136,11 +136,11 @@ def test_dcgan_trains_and_logs_losses_samples_and_a_loadable_generator(make_cfg,
     assert png.read_bytes()[:4] == b"\x89PNG"
 
     # What GAN augmentation will do: rebuild the generator from the checkpoint and call it.
-    gan, spec = load_net(Path(run.data.tags["imgrec.best_checkpoint"]))
-    assert isinstance(gan, DCGAN) and spec["data"] == "mnist"
-    assert gan.eval().generator(torch.randn(2, 16)).shape == (2, 1, 28, 28)
+    gan, spec = load_net(f"runs:/{run.info.run_id}")
+    assert isinstance(gan, DCGAN) and spec.data == "mnist" and spec.run_id == run.info.run_id
+    assert gan.generator(torch.randn(2, 16)).shape == (2, 1, 28, 28)
 
-    checkpoint = torch.load(run.data.tags["imgrec.best_checkpoint"], weights_only=False)
+    checkpoint = read_checkpoint(Path(run.data.tags["imgrec.best_checkpoint"]))
     final_lrs = [state["param_groups"][0]["lr"] for state in checkpoint["optimizer_states"]]
     assert len(final_lrs) == 2 and max(final_lrs) < 1e-9  # generator's and discriminator's, stepped manually
 
@@ -164,7 +164,7 @@ def test_conditional_dcgan_is_measured_in_a_classifier_feature_space(make_cfg, m
 
     # A classifier of other images measures nothing: one-line errors naming the key.
     fashion = ["model=dcgan", "data=fashion_mnist", f"data.root={idx_root}", *SMALL]  # same shape, other dataset
-    with pytest.raises(ConfigError, match="trained on mnist, but this GAN trains on fashion_mnist") as error:
+    with pytest.raises(ConfigError, match="it was trained on mnist, but this GAN trains on fashion_mnist") as error:
         train(make_cfg(*fashion, f"task.fd_classifier=runs:/{classifier_run.info.run_id}"))
     assert "\n" not in str(error.value)
     with pytest.raises(ConfigError, match="task.fd_classifier: no such checkpoint file"):

@@ -20,7 +20,8 @@ from optuna.trial import TrialState
 import imgrec.sweep.driver as sweep_module
 from imgrec.config import CONF_DIR
 from imgrec.errors import ConfigError
-from imgrec.sweep.driver import Sweep, default_study_name, split_overrides
+from imgrec.drivers import split_overrides
+from imgrec.sweep.driver import Sweep, default_study_name
 from imgrec.sweep.pruning import TrialReporter, launch_mode
 from imgrec.sweep.report import SURPLUS_ATTR, counted_trials
 from imgrec.sweep.space import override_value, parse_space, suggest
@@ -98,7 +99,7 @@ def test_every_shipped_sweep_composes_at_many_points_of_its_space(name, tmp_path
     monkeypatch.chdir(tmp_path)
     sweep = Sweep([f"sweep={name}", f"paths.root={tmp_path}"])
     assert sweep.spec.question.endswith("?") and sweep.spec.direction in ("maximize", "minimize")
-    assert sweep.study_name == name and sweep.spec.storage == "sqlite:///outputs/sweeps/optuna.db"
+    assert sweep.study_name == name and sweep.storage_url == f"sqlite:///{tmp_path}/outputs/sweeps/optuna.db"
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     for _ in range(6):  # conditional keys (when:) must exist whenever they are sampled
         trial = study.ask()
@@ -121,9 +122,10 @@ def test_interface_commands_compose_their_studies(tmp_path, monkeypatch):
 
 
 def test_overrides_are_split_and_sampled_values_written_as_hydra_reads_them():
-    sweep, trial = split_overrides(["sweep=loss", "sweep.n_trials=3", "model=mlp", "hydra.searchpath=[x]", "~callbacks.x"])
+    sweep, trial = split_overrides(["sweep=loss", "sweep.n_trials=3", "model=mlp", "hydra.searchpath=[x]", "~callbacks.x",
+                                    "sweeps.x=1"], ("sweep",))
     assert sweep == ["sweep=loss", "sweep.n_trials=3", "hydra.searchpath=[x]"]
-    assert trial == ["model=mlp", "hydra.searchpath=[x]", "~callbacks.x"]
+    assert trial == ["model=mlp", "hydra.searchpath=[x]", "~callbacks.x", "sweeps.x=1"]
     assert [override_value(v) for v in (1e-05, 3, True, None, [16, 32], "same", "two words")] == \
         ["1e-05", "3", "true", "null", "[16,32]", "same", "'two words'"]
     assert default_study_name("loss", ["data.root=/x", "trainer.accelerator=gpu"]) == "loss"  # where, not what

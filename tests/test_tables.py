@@ -1,4 +1,4 @@
-"""Paper tables (imgrec.reproduce, imgrec.table_report) and leaderboards (imgrec.compare, tracking.query).
+"""Paper tables (imgrec.tables) and leaderboards (imgrec.compare, tracking.query).
 
 Rows train for two batches on tiny IDX data; the seed arithmetic is checked on hand-made MLflow runs.
 """
@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-import imgrec.reproduce as reproduce_module
+import imgrec.tables.driver as reproduce_module
 from imgrec.compare import main as compare_main
 from imgrec.config import CONF_DIR
 from imgrec.errors import ConfigError
-from imgrec.reproduce import BUDGETS, Reproduction
-from imgrec.table_report import RowResult, TableInfo, verdict
+from imgrec.tables.driver import BUDGETS, Reproduction
+from imgrec.tables.report import RowResult, TableInfo, verdict
 from imgrec.tracking.query import leaderboard, summarize
 from imgrec.tracking.run import CONFIG_HASH_TAG, RECIPE_HASH_TAG
 from tests.conftest import REPO

@@ -11,16 +11,15 @@ mean ± standard deviation over the recipe's finished runs; columns show the par
 import argparse
 import csv
 import io
-import os
-import sys
 from collections.abc import Sequence
 
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
+from imgrec import drivers
+from imgrec.config import default_tracking_uri
+from imgrec.errors import ConfigError, ImgrecError
 from imgrec.tracking.query import Entry, experiment_ids, leaderboard, search_all, varying_params
-
-DEFAULT_TRACKING_URI = "sqlite:///mlruns/mlflow.db"  # train.py's default, from the directory it runs in
 
 
 def markdown(entries: Sequence[Entry], metric: str, columns: Sequence[str]) -> str:
@@ -56,25 +55,27 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                         help="comma-separated param columns (default: those that differ between recipes)")
     parser.add_argument("--format", choices=("md", "csv"), default="md")
     parser.add_argument("-o", "--output", default=None, help="write here instead of stdout")
-    parser.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI", DEFAULT_TRACKING_URI))
+    parser.add_argument("--tracking-uri", default=None,
+                        help="default: train.py's (MLFLOW_TRACKING_URI, else mlruns/mlflow.db under IMGREC_ROOT or .)")
     return parser.parse_args(argv)
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    args = parse_args(sys.argv[1:] if argv is None else argv)
-    client = MlflowClient(args.tracking_uri)
+def run(argv: Sequence[str]) -> None:
+    args = parse_args(argv)
+    tracking_uri = args.tracking_uri or default_tracking_uri()
+    client = MlflowClient(tracking_uri)
     only_finished = "attributes.status = 'FINISHED'"
     try:
         ids = experiment_ids(client, args.experiment)
         runs = search_all(client, ids, f"{only_finished} and {args.filter}" if args.filter else only_finished)
     except LookupError as err:
-        raise SystemExit(f"error: {err}") from None
+        raise ConfigError(str(err)) from None
     except MlflowException as err:
-        raise SystemExit(f"error: --filter {args.filter!r}: {err.message.splitlines()[0]}") from None
+        raise ConfigError(f"--filter {args.filter!r}: {err.message.splitlines()[0]}") from None
     entries = leaderboard(runs, args.metric, higher_is_better=not args.minimize)
     if not entries:
-        raise SystemExit(f"error: no finished run with metric '{args.metric}' in {args.tracking_uri}"
-                         + (f" matching {args.filter!r}" if args.filter else ""))
+        raise ImgrecError(f"no finished run with metric '{args.metric}' in {tracking_uri}"
+                          + (f" matching {args.filter!r}" if args.filter else ""))
     columns = args.params.split(",") if args.params else varying_params(entries)
     text = markdown(entries, args.metric, columns) if args.format == "md" else csv_text(entries, args.metric, columns)
     if args.output:
@@ -83,3 +84,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(f"{len(entries)} recipes from {sum(e.summary.n for e in entries)} runs -> {args.output}")
     else:
         print(text)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    drivers.main(run, argv)  # argparse answers -h itself

@@ -16,6 +16,14 @@ from imgrec.errors import ConfigError, ImgrecError, one_line
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
 
+def default_tracking_uri() -> str:
+    """Where train.py tracks when nothing says otherwise (conf/logger/mlflow.yaml under conf/paths): for drivers
+    that read runs without composing a training config (imgrec.hub, scripts/compare.py)."""
+    cfg = OmegaConf.create({"paths": OmegaConf.load(CONF_DIR / "paths" / "default.yaml"),
+                            "logger": OmegaConf.load(CONF_DIR / "logger" / "mlflow.yaml")})
+    return cfg.logger.tracking_uri
+
+
 def register_resolvers() -> None:
     # ${uid:} makes run directories collision-proof: cached, so one config resolves to one value.
     if not OmegaConf.has_resolver("uid"):

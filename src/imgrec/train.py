@@ -1,7 +1,6 @@
 """compose -> instantiate -> fit -> test -> log. `train(cfg)` is what train.py and sweeps call."""
 
 import logging
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -13,9 +12,13 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 from rich.console import Console
 
+from imgrec import hub, models
 from imgrec.config import CONF_DIR, config_errors, register_resolvers
+from imgrec.drivers import quiet_warnings
+from imgrec.data.synthetic import SyntheticSamples
 from imgrec.errors import ConfigError, ImgrecError
 from imgrec.tracking import run as tracking
+from imgrec.tracking.identity import config_hash
 
 log = logging.getLogger(__name__)
 
@@ -29,13 +32,12 @@ def train(cfg: DictConfig, callbacks: Sequence[L.Callback] = (), tags: dict[str,
     with open_dict(cfg):
         cfg.seed = L.seed_everything(cfg.seed, workers=True)  # a null seed is drawn here and logged
 
-    with config_errors("data"):
-        datamodule = instantiate(cfg.data)
+    datamodule = build_datamodule(cfg)
     datamodule.prepare_data()  # missing data fails here, before any MLflow run exists
     task = build_task(cfg, datamodule)
 
     tracking.ensure_store(cfg.logger.tracking_uri)
-    config_id, recipe_id = tracking.config_hash(cfg), tracking.config_hash(cfg, with_seed=False)
+    config_id, recipe_id = config_hash(cfg), config_hash(cfg, with_seed=False)
     resume = resolve_resume(cfg, config_id)
     if resume:  # keep writing checkpoints where the interrupted run wrote them
         with open_dict(cfg):
@@ -64,16 +66,44 @@ def train(cfg: DictConfig, callbacks: Sequence[L.Callback] = (), tags: dict[str,
     return metric
 
 
+# Trained models a run builds on are named by URI in three config keys: model.backbone.checkpoint (transfer),
+# task.fd_classifier (a GAN's sample-quality classifier) and data.synthetic.generator (GAN augmentation).
+# They are loaded here, through imgrec.hub, and handed over built: networks and datamodules never see a URI.
+
+
+def load_source(cfg: DictConfig, key: str, loader=hub.load_net):
+    """The trained model config key `key` names, loaded with `loader` (hub.load_net or hub.load_model); None if unset."""
+    uri = OmegaConf.select(cfg, key)
+    return None if uri is None else loader(str(uri), tracking_uri=cfg.logger.tracking_uri, key=key)
+
+
+def build_datamodule(cfg: DictConfig):
+    with config_errors("data"):
+        synthetic = None
+        source = load_source(cfg, "data.synthetic.generator")
+        if source is not None:
+            gan, spec = source
+            synthetic = SyntheticSamples(gan, spec.in_shape, spec.num_classes, cfg.data.synthetic.fraction,
+                                         source=cfg.data.synthetic.generator)
+        return instantiate(cfg.data, **({} if synthetic is None else {"synthetic": synthetic}))
+
+
 def build_task(cfg: DictConfig, datamodule) -> L.LightningModule:
+    model_spec = OmegaConf.to_container(cfg.model, resolve=True)
     with config_errors("model"):
-        # _convert_: nets get plain lists and dicts, never OmegaConf containers
-        net = instantiate(cfg.model, _convert_="all")(in_shape=datamodule.in_shape, num_classes=datamodule.num_classes)
+        source = load_source(cfg, "model.backbone.checkpoint")
+        parts = {} if source is None else {"backbone": source[0], "source": source[1].to_dict()}
+        net = models.build(cfg.model, datamodule.in_shape, datamodule.num_classes, **parts)
+    if source is not None:  # checkpoints rebuild the net from the source's spec, never from its URI again
+        model_spec["source"] = parts["source"]
+        del model_spec["backbone"]
     with config_errors("optimizer"):
         optimizer = instantiate(cfg.optimizer)
         optimizer(params=[torch.nn.Parameter(torch.zeros(1))])  # bad values (lr < 0...) fail now, not mid-fit
     with config_errors("scheduler"):
         scheduler = instantiate(cfg.scheduler)
     with config_errors("task"):
+        classifier = load_source(cfg, "task.fd_classifier", hub.load_model)
         task = instantiate(
             cfg.task,
             net=net,
@@ -81,13 +111,12 @@ def build_task(cfg: DictConfig, datamodule) -> L.LightningModule:
             scheduler=scheduler,
             num_classes=datamodule.num_classes,
             class_names=list(datamodule.class_names),
+            **({} if classifier is None else {"fd_classifier": classifier}),
         )
-    task.net_spec = {  # saved in every checkpoint, so the net can be rebuilt from it alone
-        "model": OmegaConf.to_container(cfg.model, resolve=True),
-        "in_shape": list(datamodule.in_shape),
-        "num_classes": datamodule.num_classes,
-        "data": datamodule.spec.name,
-    }
+    # Saved in every checkpoint (with the data's statistics and the run id), so the net is rebuilt from it alone.
+    task.net_spec = hub.NetSpec(model=model_spec, in_shape=tuple(datamodule.in_shape),
+                                num_classes=datamodule.num_classes, data=datamodule.spec.name,
+                                class_names=tuple(str(n) for n in datamodule.class_names)).to_dict()
     return task
 
 
@@ -151,6 +180,5 @@ def _main(cfg: DictConfig) -> float | None:
 def main() -> None:
     """Console entry point: `python train.py [overrides]` or `imgrec-train [overrides]`."""
     register_resolvers()
-    # Lightning 2.6 calls an API torch 2.13 deprecates, once per run: noise, not the user's concern.
-    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+    quiet_warnings()
     hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")(_main)()

@@ -4,6 +4,7 @@ The whole dataset stays one uint8 tensor (on the GPU when training there); a bat
 with one indexing op, then normalized and augmented as a whole on the training device.
 """
 
+from collections.abc import Mapping
 from typing import Any
 
 import lightning as L
@@ -12,6 +13,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from imgrec.data import catalog
 from imgrec.data.augment import Augment
+from imgrec.data.pixels import Normalization
 from imgrec.data.synthetic import SyntheticSamples
 from imgrec.errors import ConfigError
 
@@ -75,8 +77,10 @@ class ImageDataModule(L.LightningDataModule):
         augment: dict[str, Any] | None = None,
         classes: list[int] | None = None,
         train_size: int | None = None,
-        synthetic: dict[str, Any] | None = None,
+        synthetic: SyntheticSamples | dict[str, Any] | None = None,
     ):
+        """`synthetic`: GAN augmentation, built by imgrec.train.build_datamodule from `data.synthetic`
+        (a generator's URI); the config's own {generator: null, ...} means none."""
         super().__init__()
         for key, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size), ("val_size", val_size)):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -88,10 +92,15 @@ class ImageDataModule(L.LightningDataModule):
         if train_size is not None and (not isinstance(train_size, int) or train_size < 1):
             raise ConfigError(f"data.train_size must be a positive integer or null, got {train_size!r}")
         self.train_size = train_size
-        synthetic = synthetic or {}
-        self.synthetic = SyntheticSamples(**synthetic) if synthetic.get("generator") else None
-        if self.synthetic and classes is not None:
-            raise ConfigError("data.synthetic and data.classes cannot be combined (the generator knows all classes)")
+        if isinstance(synthetic, Mapping):
+            if synthetic.get("generator"):
+                raise ConfigError("data.synthetic.generator is a URI: build the datamodule with imgrec.train.build_datamodule")
+            synthetic = None
+        self.synthetic = synthetic
+        if synthetic is not None:
+            if classes is not None:
+                raise ConfigError("data.synthetic and data.classes cannot be combined (the generator knows all classes)")
+            synthetic.check(self.in_shape, self.num_classes)
         self.root, self.download = root, download
         self.batch_size, self.eval_batch_size, self.num_workers = batch_size, eval_batch_size, num_workers
         self.val_size, self.split_seed = val_size, split_seed
@@ -100,7 +109,7 @@ class ImageDataModule(L.LightningDataModule):
         except TypeError as err:
             raise ConfigError(f"data.augment: {err}") from None
         self.train_set = self.val_set = self.test_set = None
-        self.mean = self.std = None
+        self.normalization: Normalization | None = None  # the training split's statistics, set in setup()
 
     # What the model needs to know, available before any file is read.
     @property
@@ -135,9 +144,7 @@ class ImageDataModule(L.LightningDataModule):
             if self.train_size > len(train_idx):
                 raise ConfigError(f"data.train_size={self.train_size} exceeds the {len(train_idx)} training images")
             train_idx = train_idx[: self.train_size]
-        self.mean, self.std = channel_stats(images[train_idx])
-        if self.synthetic:
-            self.synthetic.load(self.in_shape, self.num_classes)
+        self.normalization = Normalization(*channel_stats(images[train_idx]))
 
         device = self._data_device()
         test_images, test_labels = self._select_classes(
@@ -184,9 +191,7 @@ class ImageDataModule(L.LightningDataModule):
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 [0, 255] (or float [0, 1]) -> zero mean and unit variance per channel (training-split statistics)."""
-        unit = images.float().div_(255) if images.dtype == torch.uint8 else images
-        mean, std = self.mean.to(images.device).view(1, -1, 1, 1), self.std.to(images.device).view(1, -1, 1, 1)
-        return (unit - mean) / std
+        return self.normalization(images)
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         images, labels = batch

@@ -1,11 +1,15 @@
-"""A classifier whose backbone comes from an earlier result: an imgrec checkpoint, or timm/ImageNet.
+"""A classifier whose backbone comes from an earlier result (an imgrec checkpoint or a timm model).
 
-    backbone.checkpoint   /path/x.ckpt | runs:/<run_id> | models:/<name>@<alias> | timm:<model_name>
+    model.backbone.checkpoint   /path/x.ckpt | runs:/<run_id> | models:/<name>@<alias> | timm:<model_name>
 
-From an imgrec classifier the backbone is the whole net up to its last linear layer; from an
-autoencoder it is the encoder. A new linear head maps the backbone's features to this data's
-classes. Images are adapted to the shape the backbone was trained on (grayscale <-> RGB,
-28 <-> 32 pixels), so e.g. a Fashion-MNIST backbone can be fine-tuned on CIFAR-10.
+imgrec.train resolves the checkpoint through imgrec.hub and hands this net the loaded source network and
+its spec. From an imgrec classifier the backbone is the whole net up to its last linear layer; from an
+autoencoder it is the encoder. A new linear head maps the backbone's features to this data's classes.
+Images are adapted to the shape the backbone was trained on (grayscale <-> RGB, 28 <-> 32 pixels), so
+e.g. a Fashion-MNIST backbone can be fine-tuned on CIFAR-10.
+
+A transfer checkpoint's own spec holds the source's spec (`source`) in place of its URI, so the net is
+rebuilt from the checkpoint alone: an untrained copy of the source, whose weights the checkpoint's replace.
 """
 
 from collections.abc import Sequence
@@ -15,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from imgrec.tracking.checkpoints import load_net, resolve_checkpoint
+from imgrec import models
 
 
 class InputAdapter(nn.Module):
@@ -47,35 +51,24 @@ def split_off_head(net: nn.Module) -> tuple[nn.Module, int]:
     return net, last.in_features
 
 
-def timm_backbone(name: str) -> tuple[nn.Module, int, tuple[int, int, int]]:
-    try:
-        import timm
-    except ImportError:
-        raise ValueError(f"backbone.checkpoint 'timm:{name}' needs timm: pip install timm") from None
-    body = timm.create_model(name, pretrained=True, num_classes=0)  # weights download on first use
-    return body, body.num_features, (3, 224, 224)
-
-
 class TransferNet(nn.Module):
     def __init__(
         self,
         in_shape: Sequence[int],
         num_classes: int,
-        backbone: dict[str, Any],
-        tracking_uri: str | None = None,
+        source: dict[str, Any] | None = None,
+        backbone: nn.Module | Any = None,
     ):
+        """`source`: the source network's spec (imgrec.hub.NetSpec as a dict); `backbone`: the trained source
+        network, or anything else (the config's settings, or nothing in a rebuild) for an untrained copy."""
         super().__init__()
-        source = backbone.get("checkpoint")
-        if not source:
-            raise ValueError("backbone.checkpoint is required: a .ckpt path, runs:/<run_id> or models:/<name>@<alias>")
-        if source.startswith("timm:"):
-            body, features, backbone_shape = timm_backbone(source.removeprefix("timm:"))
-        else:
-            path = resolve_checkpoint(source, tracking_uri, key="model.backbone.checkpoint")
-            source_net, spec = load_net(path)
-            body, features = split_off_head(source_net)
-            backbone_shape = tuple(spec["in_shape"])
-        self.backbone = nn.Sequential(InputAdapter(in_shape, backbone_shape), body, nn.Flatten())
+        if source is None:
+            raise ValueError("backbone.checkpoint is required: a .ckpt path, runs:/<run_id>, "
+                             "models:/<name>@<alias> or timm:<name>")
+        if not isinstance(backbone, nn.Module):  # a rebuild: the checkpoint's weights replace these
+            backbone = models.build(source["model"], source["in_shape"], source["num_classes"])
+        body, features = split_off_head(backbone)
+        self.backbone = nn.Sequential(InputAdapter(in_shape, source["in_shape"]), body, nn.Flatten())
         self.head = nn.Linear(features, num_classes)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:

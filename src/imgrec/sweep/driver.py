@@ -9,7 +9,6 @@ import math
 import os
 import re
 import secrets
-import signal
 import sys
 import time
 import warnings
@@ -19,23 +18,22 @@ from typing import Any
 
 import optuna
 from hydra.core.hydra_config import HydraConfig
-from hydra.errors import HydraException
 from mlflow import MlflowClient
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
 from optuna.trial import TrialState
 
-from imgrec import config
-from imgrec.config import CONF_DIR, hydra_message, override_key, register_resolvers, save_hydra_files
+from imgrec import config, drivers
+from imgrec.config import CONF_DIR, hydra_message, override_key, save_hydra_files
 from imgrec.errors import ConfigError, ImgrecError, one_line
 from imgrec.progress import log_to_file
 from imgrec.sweep import report as sweep_report
-from imgrec.sweep.parent import ParentRun
 from imgrec.sweep.pruning import TrialReporter, launch_mode
 from imgrec.sweep.report import INVALID_ATTR, REPEAT_ATTR
 from imgrec.sweep.space import encode_choice, first_point, override_value, parse_space, suggest
 from imgrec.sweep.storage import budget_is_spent, describe_storage, heartbeat, make_storage, retrying, within_budget
 from imgrec.tracking import run as tracking
+from imgrec.tracking.identity import is_infra
+from imgrec.tracking.parent import ParentRun
 from imgrec.train import train
 
 log = logging.getLogger(__name__)
@@ -43,11 +41,6 @@ log = logging.getLogger(__name__)
 DRIVER_CONFIG = "sweep_driver"
 PARENT_ATTR, FINGERPRINT_ATTR, CREATED_ATTR = "imgrec.mlflow_parent_run_id", "imgrec.fingerprint", "imgrec.created_at"
 PARENT_WAIT_S = 120  # how long a worker waits for the study's creator to publish the parent run
-# Overrides that change where or how fast a trial runs, not what it measures: they may differ between
-# workers of one study and do not make the default study name.
-INFRA_KEYS = ("paths", "hydra", "logger", "callbacks", "data.root", "data.download", "data.num_workers",
-              "data.eval_batch_size", "trainer.accelerator", "trainer.devices", "trainer.strategy",
-              "trainer.num_nodes", "trainer.enable_progress_bar", "trainer.log_every_n_steps", "ckpt_path", "test")
 SAMPLERS = {"tpe": optuna.samplers.TPESampler, "random": optuna.samplers.RandomSampler}
 PRUNERS = {"median": optuna.pruners.MedianPruner, "percentile": optuna.pruners.PercentilePruner,
            "hyperband": optuna.pruners.HyperbandPruner, "successive_halving": optuna.pruners.SuccessiveHalvingPruner,
@@ -56,31 +49,17 @@ PRUNERS = {"median": optuna.pruners.MedianPruner, "percentile": optuna.pruners.P
 
 # -- configs ------------------------------------------------------------------------------------------
 
-def split_overrides(argv: Sequence[str]) -> tuple[list[str], list[str]]:
-    """(overrides of the sweep, overrides of every trial); `hydra.*` ones (search path...) go to both."""
-    sweep, trial = [], []
-    for arg in argv:
-        key = override_key(arg)
-        if key == "sweep" or key.startswith("sweep."):
-            sweep.append(arg)
-        else:
-            trial.append(arg)
-            if key.startswith("hydra."):
-                sweep.append(arg)
-    return sweep, trial
-
-
 def compose_spec(overrides: Sequence[str]) -> tuple[str, DictConfig]:
     """The sweep's own config (`sweep=NAME` picks conf/sweep/NAME.yaml): its option name and `sweep` node."""
-    cfg = config.compose_driver(DRIVER_CONFIG, overrides)
+    with drivers.composing():
+        cfg = config.compose_driver(DRIVER_CONFIG, overrides)
     return cfg.hydra.runtime.choices.sweep, cfg.sweep
 
 
 def result_overrides(overrides: Sequence[str]) -> list[str]:
-    """The overrides that change what a trial measures (not INFRA_KEYS)."""
-    def infra(key: str) -> bool:
-        return any(key == k or key.startswith(k + ".") for k in INFRA_KEYS)
-    return [o for o in overrides if not infra(override_key(o))]
+    """The overrides that change what a trial measures: not infrastructure (imgrec.tracking.identity), which
+    may differ between the workers of one study and does not make the default study name."""
+    return [o for o in overrides if not is_infra(override_key(o))]
 
 
 def default_study_name(sweep: str, user_overrides: Sequence[str]) -> str:
@@ -96,7 +75,7 @@ class Sweep:
     """One worker of one study: set up (study, parent run), run trials until the budget is spent, report."""
 
     def __init__(self, argv: Sequence[str]):
-        sweep_overrides, self.user_overrides = split_overrides(argv)
+        sweep_overrides, self.user_overrides = drivers.split_overrides(argv, ("sweep",))
         self.name, self.spec = compose_spec(sweep_overrides)
         for key in ("question", "metric", "direction", "n_trials"):
             if OmegaConf.is_missing(self.spec, key) or self.spec.get(key) is None:
@@ -108,9 +87,11 @@ class Sweep:
         self.study_name = self.spec.study_name or default_study_name(self.name, self.user_overrides)
         if "'" in self.study_name or "`" in self.study_name:
             raise ConfigError(f"sweep.study_name must not contain quotes: {self.study_name}")
-        self.storage_id = describe_storage(self.spec.storage)
         self.base = self.check({})  # base + command line: what `when` and the report look up
-        self.dir = Path(self.base.paths.root) / "outputs" / "sweeps" / re.sub(r"[^\w.=,+-]", "_", self.study_name)
+        root = Path(self.base.paths.root)
+        self.storage_url = self.spec.storage or f"sqlite:///{root}/outputs/sweeps/optuna.db"  # beside the runs
+        self.storage_id = describe_storage(self.storage_url)
+        self.dir = root / "outputs" / "sweeps" / re.sub(r"[^\w.=,+-]", "_", self.study_name)
         self.check(suggest(optuna.trial.FixedTrial(first_point(self.params)), self.params, self.base_value))
         HydraConfig.instance().set_config(self.base)
 
@@ -124,11 +105,9 @@ class Sweep:
 
     def check(self, values: dict) -> DictConfig:
         """Compose a point of the space before any trial runs, so a typo fails now, in one line."""
-        try:
+        with drivers.composing(f"sweep {self.name}: its base, the command line or its space does not compose "
+                               "with conf/train.yaml"):
             cfg = self.compose(values, Path("unused"))
-        except (HydraException, OmegaConfBaseException) as err:
-            raise ConfigError(f"sweep {self.name}: its base, the command line or its space does not compose "
-                              f"with conf/train.yaml: {hydra_message(err)}") from None
         if launch_mode(cfg.trainer) == "rerun" or int(os.environ.get("WORLD_SIZE", "1")) > 1:
             raise ConfigError("sweep: this trainer starts its ranks by re-running the command (ddp, torchrun), "
                               "which would start more sweep workers; use trainer.strategy=ddp_spawn (unpruned) "
@@ -170,7 +149,7 @@ class Sweep:
 
     def open_study(self) -> bool:
         """Create the study or load it; True in the one process that created it."""
-        self.storage = make_storage(self.spec)
+        self.storage = make_storage(self.storage_url, self.spec)
         kwargs = dict(study_name=self.study_name, storage=self.storage, sampler=self.sampler(), pruner=self.pruner())
         if self.spec.report_only:
             try:
@@ -212,15 +191,12 @@ class Sweep:
         self.parent = ParentRun(client, run_id) if run_id else None
         if self.parent is None or not self.parent.usable():  # the creator died first, or the run was deleted
             experiment = tracking.experiment_id(client, self.base.logger.experiment_name, self.base.logger.artifact_location)
-            found = ParentRun.find(client, experiment, self.study_name, self.storage_id)
-            self.parent = ParentRun(client, found) if found else ParentRun.create(
-                client, experiment, f"sweep-{self.study_name}", self.parent_tags(), self.parent_params())
+            self.parent = ParentRun.find_or_create(
+                client, experiment, f"sweep-{self.study_name}", {"imgrec.study": self.study_name, "imgrec.storage": self.storage_id},
+                extra_tags={"imgrec.role": "sweep", "imgrec.sweep": self.name, "mlflow.note.content": self.spec.question,
+                            "command": " ".join(["sweep.py", *sys.argv[1:]])},
+                params=self.parent_params())
             self.study.set_user_attr(PARENT_ATTR, self.parent.run_id)
-
-    def parent_tags(self) -> dict[str, str]:
-        return {"imgrec.study": self.study_name, "imgrec.storage": self.storage_id, "imgrec.role": "sweep",
-                "imgrec.sweep": self.name, "mlflow.note.content": self.spec.question,
-                "command": " ".join(["sweep.py", *sys.argv[1:]])}
 
     def parent_params(self) -> dict[str, Any]:
         return {"sweep": self.name, "study_name": self.study_name, "storage": self.storage_id,
@@ -282,7 +258,7 @@ class Sweep:
             except (KeyboardInterrupt, SystemExit):
                 self.requeue(trial)
                 raise
-            except (ConfigError, HydraException, OmegaConfBaseException) as err:  # e.g. kernel too big for the image
+            except (ConfigError, *drivers.COMPOSE_ERRORS) as err:  # e.g. kernel too big for the image
                 # pruned, not failed: TPE ignores failed trials and would keep proposing this setting
                 state, error = TrialState.PRUNED, hydra_message(err)
                 trial.set_user_attr(INVALID_ATTR, True)
@@ -328,7 +304,7 @@ class Sweep:
                 "imgrec.study": self.study_name}
 
     def finish_trial(self, trial, state: TrialState, value, error: str | None, reporter) -> None:
-        run_id = self.parent.child(trial.number)
+        run_id = self.parent.child({"optuna.trial_number": str(trial.number)})
         trial.set_user_attr("imgrec.mlflow_run_id", run_id)
         trial.set_user_attr("imgrec.error", error)
         trial.set_user_attr("imgrec.epochs", reporter.epochs if reporter else None)
@@ -385,37 +361,32 @@ class Sweep:
         log.info("sweep report: %s (MLflow parent run %s)", self.dir / "answer.md", self.parent.run_id)
         return answer
 
+    def report_after_run(self) -> str | None:
+        """The report, or None when it cannot be written: that must not hide why the sweep ended."""
+        try:
+            return self.report()
+        except Exception:
+            log.exception("the sweep report could not be written")
+            return None
+
 
 def run(argv: Sequence[str]) -> optuna.Study:
     """Run one sweep worker (or only its report) for command-line style overrides; returns the study."""
-    register_resolvers()
     sweep = Sweep(argv)
     created = sweep.open_study()
     sweep.open_parent(created)
     if sweep.spec.report_only:
         print(sweep.report())
         return sweep.study
-    previous = signal.signal(signal.SIGTERM, tracking.raise_keyboard_interrupt)  # a scheduler's kill ends it like Ctrl-C
-    status, answer = "FAILED", None
-    sweep.parent.set_status("RUNNING")
     log.info("study '%s' in %s: %d trials in all; MLflow parent run %s",
              sweep.study_name, sweep.storage_id, sweep.spec.n_trials, sweep.parent.run_id)
-    try:
-        sweep.optimize()
-        status = "FINISHED"
-    except (KeyboardInterrupt, SystemExit):
-        status = "KILLED"
-        raise
-    finally:  # however this worker ends, the report shows the study as it stands and the parent is not left RUNNING
-        signal.signal(signal.SIGTERM, previous)
+    with sweep.parent.running():
         try:
-            answer = sweep.report()
-        except Exception:  # must not hide why the sweep ended
-            log.exception("the sweep report could not be written")
-            status = "FAILED" if status == "FINISHED" else status
-        sweep.parent.set_status(status)
-    if answer is None:
-        raise ImgrecError("the sweep's report could not be written (see above); sweep.report_only=true retries it")
+            sweep.optimize()
+        finally:  # however this worker ends, the report shows the study as it stands
+            answer = sweep.report_after_run()
+        if answer is None:
+            raise ImgrecError("the sweep's report could not be written (see above); sweep.report_only=true retries it")
     print(answer)
     return sweep.study
 
@@ -431,17 +402,6 @@ Run the same command in several processes or machines to share one study (sweep.
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Console entry point: `python scripts/sweep.py sweep=NAME [overrides]`."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if {"-h", "--help"} & set(argv):
-        print(USAGE.format(sweeps=", ".join(sorted(p.stem for p in (CONF_DIR / "sweep").glob("*.yaml")))))
-        return
-    logging.basicConfig(level=logging.WARNING, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
-    logging.getLogger("imgrec").setLevel(logging.INFO)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")  # as train.py
-    try:
-        run(argv)
-    except KeyboardInterrupt:
-        raise SystemExit("interrupted: the running trial is queued again; re-run the same command to resume") from None
-    except (ImgrecError, HydraException, OmegaConfBaseException) as err:
-        raise SystemExit(f"error: {str(err).split('Config search path:')[0].strip()}") from None
+    usage = USAGE.format(sweeps=", ".join(sorted(p.stem for p in (CONF_DIR / "sweep").glob("*.yaml"))))
+    drivers.main(run, argv, usage, interrupted="the running trial is queued again; re-run the same command to resume")

@@ -37,8 +37,9 @@ def describe_storage(url: str) -> str:
     return sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
 
 
-def make_storage(spec: DictConfig) -> optuna.storages.BaseStorage:
-    url, path = spec.storage, file_of(spec.storage)
+def make_storage(url: str, spec: DictConfig) -> optuna.storages.BaseStorage:
+    """The Optuna storage at `url`, with the heartbeat settings of the sweep `spec`."""
+    path = file_of(url)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
     if url.startswith("journal:"):

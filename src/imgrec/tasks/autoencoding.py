@@ -13,27 +13,21 @@ accuracy of a linear (logistic regression) or k-NN classifier trained on the lat
 training split and evaluated on those of the test split.
 """
 
-import logging
 from collections.abc import Callable
 from pathlib import Path
 
-import matplotlib
 import torch
 import torch.nn.functional as F
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 from torchmetrics import MaxMetric, MeanMetric, MeanSquaredError, MetricCollection
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
-matplotlib.use("Agg")  # headless: render to files only
-import matplotlib.pyplot as plt  # noqa: E402
-from sklearn.linear_model import LogisticRegression  # noqa: E402
-from sklearn.pipeline import make_pipeline  # noqa: E402
-from sklearn.preprocessing import StandardScaler  # noqa: E402
-
-from imgrec.tasks import optim  # noqa: E402
-from imgrec.tasks.base import Task  # noqa: E402
-from imgrec.tracking.run import log_artifact  # noqa: E402
-
-log = logging.getLogger(__name__)
+from imgrec import pictures
+from imgrec.tasks import optim
+from imgrec.tasks.base import Task
+from imgrec.tracking.run import log_artifact
 
 LOSSES = ("mse", "bce")
 PROBES = ("linear", "knn")
@@ -42,12 +36,7 @@ GRID_IMAGES = 8  # validation images shown in each reconstruction grid
 EVAL_NOISE_SEED = 20080705  # val/test corruption is drawn from fixed seeds: epochs compare like for like
 
 
-# ----------------------------------------------------------------------------- pixels and noise
-
-
-def to_pixels(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-    """Normalized images back to [0, 1] pixels (clamped: augmentation may step slightly outside)."""
-    return (images * std.view(1, -1, 1, 1) + mean.view(1, -1, 1, 1)).clamp(0.0, 1.0)
+# ----------------------------------------------------------------------------- noise
 
 
 def corrupt(
@@ -61,7 +50,7 @@ def corrupt(
     if noise_std == 0:
         return images
     noise = torch.randn(images.shape, generator=generator, device=images.device, dtype=images.dtype)
-    return images + noise * (noise_std / pixel_std.to(images).view(1, -1, 1, 1))
+    return images + noise * (noise_std / pixel_std.to(images).reshape(1, -1, 1, 1))
 
 
 # ----------------------------------------------------------------------------- latent probes
@@ -95,32 +84,6 @@ def knn_accuracy(
         votes = F.one_hot(train_labels[neighbours], num_classes).sum(dim=1)
         correct += int((votes.argmax(dim=1) == test_labels[start : start + chunk]).sum())
     return correct / len(test_latents)
-
-
-# ----------------------------------------------------------------------------- pictures
-
-
-def save_reconstruction_grid(rows: dict[str, torch.Tensor], path: Path, title: str) -> None:
-    """One row of images (N, C, H, W) in [0, 1] per entry of `rows`, labelled with its key."""
-    n = len(next(iter(rows.values())))
-    fig, axes = plt.subplots(len(rows), n, figsize=(1.2 * n, 1.25 * len(rows) + 0.3), squeeze=False)
-    for r, (label, images) in enumerate(rows.items()):
-        images = images.detach().float().cpu().clamp(0, 1)
-        for c in range(n):
-            ax = axes[r][c]
-            picture = images[c].permute(1, 2, 0)
-            if picture.shape[-1] == 1:
-                ax.imshow(picture[..., 0], cmap="gray", vmin=0.0, vmax=1.0)
-            else:
-                ax.imshow(picture)
-            ax.set_xticks([])
-            ax.set_yticks([])
-        axes[r][0].set_ylabel(label, fontsize=9)
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 # ----------------------------------------------------------------------------- the task
@@ -166,9 +129,6 @@ class AutoencodingTask(Task):
         self.loss_name, self.denoise_std = loss, float(denoise_std)
         self.probe, self.probe_train_size, self.knn_k = probe, probe_train_size, knn_k
 
-        # The data's per-channel pixel statistics, set from the datamodule in setup(); not saved.
-        self.register_buffer("pixel_mean", None, persistent=False)
-        self.register_buffer("pixel_std", None, persistent=False)
         for stage in STAGES:  # attributes, not a ModuleDict: its key "train" would shadow Module.train()
             setattr(self, f"{stage}_loss", MeanMetric())
         self.val_metrics, self.test_metrics = image_metrics(), image_metrics()
@@ -177,20 +137,12 @@ class AutoencodingTask(Task):
 
     # -- data plumbing
 
-    def setup(self, stage: str) -> None:
-        datamodule = self.trainer.datamodule
-        self.set_pixel_stats(datamodule.mean, datamodule.std)
-
-    def set_pixel_stats(self, mean: torch.Tensor, std: torch.Tensor) -> None:
-        self.pixel_mean = mean.detach().clone().float().to(self.device)
-        self.pixel_std = std.detach().clone().float().to(self.device)
-
     def inputs_and_targets(
         self, images: torch.Tensor, generator: torch.Generator | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """What the encoder sees (normalized, corrupted when denoising) and the clean [0, 1] target."""
-        target = to_pixels(images, self.pixel_mean, self.pixel_std)
-        return corrupt(images, self.denoise_std, self.pixel_std, generator), target
+        target = self.normalization.to_pixels(images)
+        return corrupt(images, self.denoise_std, self.normalization.std, generator), target
 
     def _eval_generator(self, batch_idx: int) -> torch.Generator | None:
         if self.denoise_std == 0:
@@ -251,14 +203,14 @@ class AutoencodingTask(Task):
         images = datamodule.normalize(datamodule.val_set.images[:GRID_IMAGES].to(self.device))
         inputs, target = self.inputs_and_targets(images, self._eval_generator(-1))
         with torch.no_grad():
-            rows = {"input": to_pixels(inputs, self.pixel_mean, self.pixel_std), "reconstruction": self(inputs)}
+            rows = {"input": self.normalization.to_pixels(inputs), "reconstruction": self(inputs)}
         if self.denoise_std > 0:
             rows = {"clean": target, f"input + noise {self.denoise_std:g}": rows["input"],
                     "reconstruction": rows["reconstruction"]}
         epoch = self.current_epoch
         psnr = float(self.val_metrics["psnr"].compute())
         path = Path(self.trainer.default_root_dir) / "reconstructions" / f"epoch_{epoch:03d}.png"
-        save_reconstruction_grid(rows, path, f"epoch {epoch}: validation PSNR {psnr:.2f} dB")
+        pictures.save_rows(rows, path, f"epoch {epoch}: validation PSNR {psnr:.2f} dB")
         log_artifact(self.trainer.logger, path, "reconstructions")
 
     # -- latent quality for recognition

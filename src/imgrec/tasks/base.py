@@ -1,4 +1,4 @@
-"""What every task shares: checkpoints that say how to rebuild their network."""
+"""What every task shares: the data's pixel statistics, and checkpoints that say how to rebuild their network."""
 
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -7,17 +7,18 @@ import lightning as L
 import torch
 from torch import nn
 
-NET_SPEC_KEY = "imgrec_net"
+from imgrec.data.pixels import Normalization
+from imgrec.hub import NET_SPEC_KEY
 
 
 class Task(L.LightningModule):
-    """A LightningModule whose checkpoints carry `net_spec`: the model config and data shape.
+    """A LightningModule whose checkpoints carry the network's spec (imgrec.hub.NetSpec).
 
-    With it, `imgrec.tracking.checkpoints.load_net` rebuilds the trained network from the
-    checkpoint alone (a file, an MLflow run, a registered model), e.g. for transfer learning.
+    With it, `imgrec.hub.load_net` rebuilds the trained network from the checkpoint alone (a file, an
+    MLflow run, a registered model), and `imgrec.hub.load_model` feeds it [0, 1] pixels.
     """
 
-    net_spec: dict[str, Any] | None = None  # set by imgrec.train.build_task
+    net_spec: dict[str, Any] | None = None  # set by imgrec.train.build_task: what is known before the data is read
 
     def __init__(
         self,
@@ -34,7 +35,19 @@ class Task(L.LightningModule):
         self.optimizer, self.scheduler = optimizer, scheduler
         self.num_classes = num_classes
         self.class_names = list(class_names or range(num_classes))
+        # The datamodule's: batches arrive normalized; to_pixels() undoes it for tasks that need pixels.
+        self.normalization: Normalization | None = None
+
+    def setup(self, stage: str) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if getattr(datamodule, "normalization", None) is not None:  # the datamodule's setup() ran first
+            self.normalization = datamodule.normalization
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        if self.net_spec is not None:
-            checkpoint[NET_SPEC_KEY] = self.net_spec
+        if self.net_spec is None:
+            return
+        spec = dict(self.net_spec)
+        if self.normalization is not None:
+            spec["mean"], spec["std"] = self.normalization.stats()
+        spec["run_id"] = getattr(self.logger, "run_id", None)
+        checkpoint[NET_SPEC_KEY] = spec

@@ -7,104 +7,40 @@ discriminator step (real -> 1, fake -> 0, BCE on logits) and one generator step 
 with its own optimizer: `optimizer` for both, unless `optimizer_g` / `optimizer_d` override it.
 
 Logged per epoch: train/{loss_d, loss_g, d_real, d_fake} (d_*: the discriminator's mean
-probability of "real" before its update), {val,test}/{d_real, d_fake}; with `fd_classifier`,
-{val,test}/fd_classifier: the Fréchet distance between generated and real images in the feature
-space of that classifier (not an FID: see imgrec.tasks.frechet), and for conditional models
-{val,test}/cond_acc: how often the classifier assigns a generated image the class it was
-generated for. val/* compare `fd_samples` generated images with as many validation images,
-test/* with as many test images. At each validation epoch end a grid of samples from fixed
-noise (one row per class when conditional) goes to `samples/epoch_XXX.png`.
+probability of "real" before its update), {val,test}/{d_real, d_fake}; with `fd_classifier` (a
+classifier trained by imgrec on the same data, loaded by imgrec.train through imgrec.hub) the sample
+quality of imgrec.tasks.sample_quality: {val,test}/fd_classifier and, for conditional models,
+{val,test}/cond_acc. val/* compare `fd_samples` generated images with as many validation images, test/*
+with as many test images. At each validation epoch end a grid of samples from fixed noise (one row
+per class when conditional) goes to `samples/epoch_XXX.png`.
 
 Under manual optimization Lightning counts every optimizer step: trainer.max_steps=N stops after
 N / 2 batches. Schedules (conf/scheduler) are stepped here for both optimizers.
 """
 
-import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import matplotlib
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.callbacks import ModelCheckpoint
 from torch import nn
 from torchmetrics import MeanMetric
 
-matplotlib.use("Agg")  # headless: render to files only
-import matplotlib.pyplot as plt  # noqa: E402
-
-from imgrec.errors import ConfigError, one_line  # noqa: E402
-from imgrec.tasks import optim  # noqa: E402
-from imgrec.tasks.base import Task  # noqa: E402
-from imgrec.tasks.frechet import ClassifierFeatures, feature_stats, frechet_distance  # noqa: E402
-from imgrec.tracking.run import log_artifact  # noqa: E402
-
-log = logging.getLogger(__name__)
+from imgrec import pictures
+from imgrec.errors import ConfigError, one_line
+from imgrec.tasks import optim
+from imgrec.tasks.base import Task
+from imgrec.tasks.checkpointing import latest_if_unlogged
+from imgrec.tasks.sample_quality import SampleQuality
+from imgrec.tracking.run import log_artifact
 
 EVAL_STAGES = ("val", "test")
 TRAIN_METRICS = ("loss_d", "loss_g", "d_real", "d_fake")
+EVAL_METRICS = ("d_real", "d_fake")
 FIXED_NOISE_SEED = 151106434  # the sample grids' latent vectors: the same every epoch and every run
 EVAL_NOISE_SEED = 20160107  # latents for val/test metrics: epochs compare like for like
 UNCONDITIONAL_GRID_ROWS = 8
-
-
-# ----------------------------------------------------------------------------- pictures
-
-
-def image_grid(images: torch.Tensor, columns: int, padding: int = 2, fill: float = 1.0) -> torch.Tensor:
-    """(N, C, H, W) images, N a multiple of `columns`, -> one (C, H', W') image, row by row."""
-    n, channels, height, width = images.shape
-    rows = n // columns
-    padded = F.pad(images, (padding,) * 4, value=fill)
-    h, w = height + 2 * padding, width + 2 * padding
-    return padded.view(rows, columns, channels, h, w).permute(2, 0, 3, 1, 4).reshape(channels, rows * h, columns * w)
-
-
-def save_sample_grid(
-    images: torch.Tensor, columns: int, path: Path, title: str, row_labels: Sequence[str] | None = None
-) -> None:
-    """Images in [0, 1] as a grid PNG; `row_labels` names the rows (the classes of a conditional GAN)."""
-    grid = image_grid(images.detach().float().cpu().clamp(0, 1), columns).permute(1, 2, 0)
-    rows = len(images) // columns
-    scale = 2 if grid.shape[0] <= 600 else 1  # small images drawn at 2x, so 28-pixel digits are visible
-    fig, ax = plt.subplots(figsize=(grid.shape[1] * scale / 100 + 1.6, grid.shape[0] * scale / 100 + 0.6))
-    if grid.shape[-1] == 1:
-        ax.imshow(grid[..., 0], cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
-    else:
-        ax.imshow(grid, interpolation="nearest")
-    ax.set_xticks([])
-    if row_labels:
-        row_height = grid.shape[0] / rows
-        ax.set_yticks([(r + 0.5) * row_height for r in range(rows)], [str(n) for n in row_labels], fontsize=7)
-    else:
-        ax.set_yticks([])
-    ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
-# ----------------------------------------------------------------------------- Inception FID (optional)
-
-
-def make_inception_fid() -> nn.Module | None:
-    """torchmetrics' FID when torch-fidelity and the Inception weights are available, else None (warned)."""
-    try:
-        from torchmetrics.image.fid import FrechetInceptionDistance
-
-        return FrechetInceptionDistance(feature=2048, normalize=True, reset_real_features=False)
-    except Exception as err:  # missing torch-fidelity, no network for the weights, ...
-        log.warning("task.inception_fid: Inception FID unavailable, skipped (%s)", one_line(err))
-        return None
-
-
-def _rgb(images01: torch.Tensor) -> torch.Tensor:
-    return images01.expand(-1, 3, -1, -1) if images01.shape[1] == 1 else images01
-
-
-# ----------------------------------------------------------------------------- the task
 
 
 def _check_positive_int(value: Any, key: str) -> None:
@@ -132,13 +68,13 @@ class GANTask(Task):
         *args,
         optimizer_g: Callable[..., torch.optim.Optimizer] | None = None,
         optimizer_d: Callable[..., torch.optim.Optimizer] | None = None,
-        fd_classifier: str | None = None,
+        fd_classifier: nn.Module | None = None,
         fd_samples: int = 2000,
-        tracking_uri: str | None = None,
         inception_fid: bool = False,
         grid_columns: int = 8,
         **kwargs,
     ):
+        """`fd_classifier`: an imgrec.hub.PixelModel ([0, 1] images -> logits) of this data, or None."""
         super().__init__(*args, **kwargs)  # net, optimizer, scheduler, num_classes, class_names: see Task
         for part in ("generator", "discriminator"):
             if not isinstance(getattr(self.net, part, None), nn.Module):
@@ -153,6 +89,9 @@ class GANTask(Task):
         self.latent_dim = int(self.net.latent_dim)
         self.conditional = bool(getattr(self.net, "conditional", False))
         self.fd_samples, self.grid_columns = fd_samples, grid_columns
+        self.fd_classifier_spec = self._check_classifier(fd_classifier)
+        self.quality = SampleQuality(fd_classifier, self.conditional, fd_samples, inception_fid)
+        self._last_fd: float | None = None  # for the sample grid's title
 
         # Fixed latents (and labels) for the sample grids: one row per class when conditional, the
         # same latent down each column, so a column shows one "style" across classes.
@@ -166,114 +105,44 @@ class GANTask(Task):
         # Not saved: the seed recreates them, and a checkpoint stays loadable with another grid_columns.
         self.register_buffer("fixed_noise", noise, persistent=False)
         self.register_buffer("fixed_labels", torch.arange(rows).repeat_interleave(grid_columns), persistent=False)
-        # The data's per-channel pixel statistics, set from the datamodule in setup(); not saved.
-        self.register_buffer("pixel_mean", None, persistent=False)
-        self.register_buffer("pixel_std", None, persistent=False)
 
         for name in TRAIN_METRICS:
             setattr(self, f"train_{name}", MeanMetric())
         for stage in EVAL_STAGES:
-            setattr(self, f"{stage}_d_real", MeanMetric())
-            setattr(self, f"{stage}_d_fake", MeanMetric())
-
-        self.fd_classifier = fd_classifier
-        self.features, self.features_data = self._load_classifier(fd_classifier, tracking_uri, self.net, self.num_classes)
-        self._inception: dict[str, nn.Module] = {}  # plain dict: Inception's weights stay out of checkpoints
-        if inception_fid:
-            first = make_inception_fid()
-            if first is not None:
-                self._inception = {"val": first, "test": make_inception_fid() or first}
-        # Real images are measured once per stage (neither they nor the classifier change): features
-        # are gathered during the first epoch, then kept as their mean and covariance.
-        self._real_features: dict[str, list[torch.Tensor]] = {}
-        self._real_stats: dict[str, tuple[torch.Tensor, torch.Tensor] | None] = {}
-        self._checkpoint: ModelCheckpoint | None = None
-        self._last_fd: float | None = None  # for the sample grid's title
+            for name in EVAL_METRICS:
+                setattr(self, f"{stage}_{name}", MeanMetric())
 
     # -- setup
 
-    @staticmethod
-    def _load_classifier(
-        uri: str | None, tracking_uri: str | None, net: nn.Module, num_classes: int
-    ) -> tuple[ClassifierFeatures | None, str | None]:
-        if uri is None:
-            return None, None
-        from imgrec.tracking.checkpoints import load_net, resolve_checkpoint  # mlflow: only when used
-
-        classifier, spec = load_net(resolve_checkpoint(str(uri), tracking_uri, key="task.fd_classifier"))
-        in_shape = list(getattr(net, "in_shape", spec["in_shape"]))
-        if list(spec["in_shape"]) != in_shape or spec["num_classes"] != num_classes:
+    def _check_classifier(self, classifier: nn.Module | None):
+        if classifier is None:
+            return None
+        spec = classifier.spec
+        in_shape = list(getattr(self.net, "in_shape", spec.in_shape))
+        if list(spec.in_shape) != in_shape or spec.num_classes != self.num_classes:
             raise ValueError(
-                f"task.fd_classifier: {uri} was trained on {spec['data']} images {spec['in_shape']} with "
-                f"{spec['num_classes']} classes; this GAN makes {in_shape} images of {num_classes} classes"
+                f"task.fd_classifier: it was trained on {spec.data} images {list(spec.in_shape)} with "
+                f"{spec.num_classes} classes; this GAN makes {in_shape} images of {self.num_classes} classes"
             )
-        with torch.no_grad():
-            logits = classifier.eval()(torch.zeros(2, *in_shape))
-        if tuple(logits.shape) != (2, num_classes):
-            raise ValueError(f"task.fd_classifier: {uri} is not a classifier (its output is {tuple(logits.shape)})")
-        return ClassifierFeatures(classifier, "task.fd_classifier"), spec["data"]
+        return spec
 
     def setup(self, stage: str) -> None:
-        datamodule = self.trainer.datamodule
-        data_name = getattr(getattr(datamodule, "spec", None), "name", None)
-        if self.features is not None and data_name is not None and data_name != self.features_data:
+        super().setup(stage)
+        data = getattr(getattr(self.trainer.datamodule, "spec", None), "name", None)
+        spec = self.fd_classifier_spec
+        if spec is not None and data is not None and data != spec.data:
             # Features of a classifier trained on other data (MNIST vs Fashion-MNIST...) measure nothing.
-            raise ConfigError(
-                f"task.fd_classifier: {self.fd_classifier} was trained on {self.features_data}, "
-                f"but this GAN trains on {data_name}"
-            )
-        self.pixel_mean = datamodule.mean.detach().clone().float().to(self.device)
-        self.pixel_std = datamodule.std.detach().clone().float().to(self.device)
+            raise ConfigError(f"task.fd_classifier: it was trained on {spec.data}, but this GAN trains on {data}")
 
     def logged_metrics(self) -> set[str]:
         """Every metric name this task logs (checkpoint and schedule monitors must be one of them)."""
-        names = {f"train/{m}" for m in TRAIN_METRICS}
-        for stage in EVAL_STAGES:
-            names |= {f"{stage}/d_real", f"{stage}/d_fake"}
-            if self.features is not None:
-                names.add(f"{stage}/fd_classifier")
-                if self.conditional:
-                    names.add(f"{stage}/cond_acc")
-            if self._inception:
-                names.add(f"{stage}/fid_inception")
-        return names
+        names = {f"train/{m}" for m in TRAIN_METRICS} | {f"{s}/{m}" for s in EVAL_STAGES for m in EVAL_METRICS}
+        return names | {name for stage in EVAL_STAGES for name in self.quality.names(stage)}
 
     def configure_callbacks(self):
-        """Fall back to keeping the latest epoch when the checkpoint monitors a metric this run never logs.
-
-        conf/model/dcgan.yaml monitors val/fd_classifier, which exists only with task.fd_classifier;
-        a classifier's val/acc never exists here. Lightning would fail at the first validation, so
-        the ModelCheckpoint is replaced by one with the same settings that keeps the latest epoch.
-        """
-        configured = self.trainer.checkpoint_callback
-        if self._checkpoint is None:
-            if configured is None or configured.monitor is None or configured.monitor in self.logged_metrics():
-                return []
-            self._checkpoint = ModelCheckpoint(
-                dirpath=configured.dirpath,
-                filename=configured.filename,
-                monitor=None,
-                save_top_k=1,
-                save_last=configured.save_last,
-                auto_insert_metric_name=configured.auto_insert_metric_name,
-                save_weights_only=configured.save_weights_only,
-                verbose=configured.verbose,
-            )
-            hint = " (it needs task.fd_classifier)" if configured.monitor.endswith("fd_classifier") else ""
-            log.info("Checkpoints: the latest epoch; this run does not log %s%s", configured.monitor, hint)
-        return [self._checkpoint]
-
-    # -- pixels
-
-    def to_gan_range(self, images: torch.Tensor) -> torch.Tensor:
-        """Normalized images (the datamodule's) -> [-1, 1] pixels, the generator's tanh range."""
-        pixels = images * self.pixel_std.view(1, -1, 1, 1) + self.pixel_mean.view(1, -1, 1, 1)
-        return pixels.clamp(0, 1) * 2 - 1
-
-    def to_classifier_input(self, generated: torch.Tensor) -> torch.Tensor:
-        """[-1, 1] generated images -> normalized like the datamodule's (and so the classifier's) inputs."""
-        pixels = (generated.float() + 1) / 2
-        return (pixels - self.pixel_mean.view(1, -1, 1, 1)) / self.pixel_std.view(1, -1, 1, 1)
+        """conf/model/dcgan.yaml monitors val/fd_classifier, which exists only with task.fd_classifier."""
+        fallback = latest_if_unlogged(self.trainer, self.logged_metrics(), " (it needs task.fd_classifier)")
+        return [fallback] if fallback else []
 
     # -- training
 
@@ -283,13 +152,13 @@ class GANTask(Task):
 
     def on_train_start(self) -> None:
         for stage in EVAL_STAGES:  # the sanity check does not count
-            getattr(self, f"{stage}_d_real").reset()
-            getattr(self, f"{stage}_d_fake").reset()
+            for name in EVAL_METRICS:
+                getattr(self, f"{stage}_{name}").reset()
 
     def training_step(self, batch, batch_idx: int) -> None:
         images, labels = batch
         labels = labels if self.conditional else None  # fakes are generated for the batch's classes
-        real = self.to_gan_range(images)
+        real = self.normalization.to_symmetric(images)  # the generator's tanh range
         generator, discriminator = self.net.generator, self.net.discriminator
         opt_g, opt_d = self.optimizers()
         fake = generator(torch.randn(len(real), self.latent_dim, device=self.device), labels)
@@ -314,9 +183,9 @@ class GANTask(Task):
         self._step_schedulers("step")
 
         values = {"loss_d": loss_d, "loss_g": loss_g, "d_real": real_logits.sigmoid(), "d_fake": fake_logits.sigmoid()}
-        for name, value in values.items():
+        for name in TRAIN_METRICS:
             metric = getattr(self, f"train_{name}")
-            metric.update(value.detach().float())
+            metric.update(values[name].detach().float())
             self.log(f"train/{name}", metric, on_step=False, on_epoch=True, prog_bar=name.startswith("loss"))
 
     def on_train_epoch_end(self) -> None:
@@ -352,33 +221,14 @@ class GANTask(Task):
     def _eval_step(self, batch, batch_idx: int, stage: str) -> None:
         images, labels = batch
         labels = labels if self.conditional else None
-        real = self.to_gan_range(images)
+        real = self.normalization.to_symmetric(images)
         fake = self.net.generator(self._eval_noise(len(real), EVAL_NOISE_SEED + batch_idx), labels)
         for name, inputs in (("d_real", real), ("d_fake", fake)):
             metric = getattr(self, f"{stage}_{name}")
             metric.update(self.net.discriminator(inputs, labels).sigmoid().float())
             self.log(f"{stage}/{name}", metric, on_step=False, on_epoch=True, prog_bar=name == "d_real")
-        if self.measures_quality and not self.trainer.sanity_checking and stage not in self._real_stats:
-            self._collect_real(images, stage)
-
-    @property
-    def measures_quality(self) -> bool:
-        return self.features is not None or bool(self._inception)
-
-    def _collect_real(self, images: torch.Tensor, stage: str) -> None:
-        """Keep classifier features (and Inception statistics) of the first `fd_samples` real images."""
-        collected = self._real_features.setdefault(stage, [])
-        missing = self.fd_samples - sum(len(f) for f in collected)
-        if missing <= 0:
-            return
-        images = images[:missing]
-        if self.features is not None:
-            collected.append(self.features(images)[0])
-        else:
-            collected.append(images.new_empty(len(images), 0))  # counts the images for Inception FID
-        if stage in self._inception:
-            pixels = images * self.pixel_std.view(1, -1, 1, 1) + self.pixel_mean.view(1, -1, 1, 1)
-            self._inception[stage].to(self.device).update(_rgb(pixels.clamp(0, 1)), real=True)
+        if not self.trainer.sanity_checking and self.quality.needs_real(stage):
+            self.quality.add_real(stage, self.normalization.to_pixels(images))
 
     def validation_step(self, batch, batch_idx: int) -> None:
         self._eval_step(batch, batch_idx, "val")
@@ -389,47 +239,33 @@ class GANTask(Task):
     def on_validation_epoch_end(self) -> None:
         if self.trainer.sanity_checking:
             return
-        self._sample_quality("val")
+        self._log_quality("val")
         if self.trainer.is_global_zero:
             self.log_sample_grid()
 
     def on_test_epoch_end(self) -> None:
-        self._sample_quality("test")
+        self._log_quality("test")
 
     def generate(self, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
         """`n` images in [-1, 1] from seeded noise, in eval-batch chunks, and their labels (classes in turn)."""
         labels = torch.arange(n, device=self.device) % self.num_classes
-        chunk = getattr(self.trainer.datamodule, "eval_batch_size", 1000)
+        chunk = self._eval_chunk()
         noise = self._eval_noise(n, seed)
         with torch.no_grad():
             parts = [self(noise[i : i + chunk], labels[i : i + chunk]) for i in range(0, n, chunk)]
         return torch.cat(parts), labels
 
-    def _sample_quality(self, stage: str) -> None:
-        """{stage}/fd_classifier, cond_acc and fid_inception: generated vs. the gathered real images."""
-        if not self.measures_quality:
+    def _eval_chunk(self) -> int:
+        return getattr(self.trainer.datamodule, "eval_batch_size", 1000)
+
+    def _log_quality(self, stage: str) -> None:
+        if not self.quality.active:
             return
-        if stage not in self._real_stats:
-            gathered = self._real_features.pop(stage, [])
-            if not gathered:
-                return  # no real images seen (e.g. limit_val_batches=0)
-            self._real_stats[stage] = feature_stats(torch.cat(gathered)) if self.features is not None else None
         fake, labels = self.generate(self.fd_samples, EVAL_NOISE_SEED - 1)
-        if self.features is not None:
-            chunk = getattr(self.trainer.datamodule, "eval_batch_size", 1000)
-            outputs = [self.features(self.to_classifier_input(fake[i : i + chunk])) for i in range(0, len(fake), chunk)]
-            features, logits = torch.cat([f for f, _ in outputs]), torch.cat([lg for _, lg in outputs])
-            distance = frechet_distance(*self._real_stats[stage], *feature_stats(features))
-            self._last_fd = distance
-            self.log(f"{stage}/fd_classifier", distance, sync_dist=True, prog_bar=True)
-            if self.conditional:
-                accuracy = (logits.argmax(dim=1) == labels).float().mean()
-                self.log(f"{stage}/cond_acc", accuracy, sync_dist=True)
-        if stage in self._inception:
-            fid = self._inception[stage].to(self.device)
-            fid.update(_rgb((fake.float() + 1) / 2), real=False)
-            self.log(f"{stage}/fid_inception", fid.compute(), sync_dist=True)
-            fid.reset()  # the fakes only: reset_real_features=False keeps the real statistics
+        values = self.quality.measure(stage, (fake.float() + 1) / 2, labels, self._eval_chunk())
+        self._last_fd = values.get(f"{stage}/fd_classifier", self._last_fd)
+        for name, value in values.items():
+            self.log(name, value, sync_dist=True, prog_bar=name.endswith("fd_classifier"))
 
     def log_sample_grid(self) -> None:
         """Samples from the fixed noise: run dir `samples/epoch_XXX.png` and MLflow `samples/`."""
@@ -439,5 +275,5 @@ class GANTask(Task):
         path = Path(self.trainer.default_root_dir) / "samples" / f"epoch_{epoch:03d}.png"
         title = f"epoch {epoch}" + (f": val/fd_classifier {self._last_fd:.3g}" if self._last_fd is not None else "")
         rows = [str(n) for n in self.class_names] if self.conditional else None
-        save_sample_grid((images.float() + 1) / 2, self.grid_columns, path, title, rows)
+        pictures.save_grid((images.float() + 1) / 2, self.grid_columns, path, title, rows)
         log_artifact(self.trainer.logger, path, "samples")

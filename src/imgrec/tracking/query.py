@@ -12,11 +12,8 @@ from dataclasses import dataclass
 from mlflow import MlflowClient
 from mlflow.entities import Run
 
+from imgrec.tracking.identity import is_infra
 from imgrec.tracking.run import RECIPE_HASH_TAG
-
-# Params that say where or how a run was tracked, not what it measured: never a leaderboard column.
-VOLATILE_PARAMS = ("seed", "paths.", "logger.", "hydra.", "ckpt_path", "data.root", "data.download",
-                   "data.num_workers", "callbacks.", "trainer.default_root_dir", "data.synthetic.tracking_uri")
 
 
 @dataclass(frozen=True)
@@ -79,7 +76,8 @@ class Entry:
 
 
 def recipe_params(run: Run) -> dict[str, str]:
-    return {k: v for k, v in run.data.params.items() if not k.startswith(VOLATILE_PARAMS)}
+    """The run's params that define its recipe: neither infrastructure (imgrec.tracking.identity) nor the seed."""
+    return {k: v for k, v in run.data.params.items() if k != "seed" and not is_infra(k)}
 
 
 def leaderboard(runs: Sequence[Run], metric: str, higher_is_better: bool = True) -> list[Entry]:

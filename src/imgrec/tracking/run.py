@@ -5,8 +5,6 @@ else, including the status: FINISHED, FAILED (an exception) or KILLED (Ctrl-C, S
 run stays RUNNING after its process is gone.
 """
 
-import hashlib
-import json
 import logging
 import platform
 import shlex
@@ -22,7 +20,7 @@ from lightning.pytorch.loggers import MLFlowLogger
 from mlflow import MlflowClient
 from mlflow.entities import RunStatus
 from mlflow.exceptions import MlflowException
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 
 log = logging.getLogger(__name__)
 
@@ -30,26 +28,6 @@ CONFIG_HASH_TAG = "imgrec.config_hash"
 RECIPE_HASH_TAG = "imgrec.recipe_hash"  # the config hash without the seed: runs that differ only by seed share it
 CHECKPOINT_DIR_TAG = "imgrec.checkpoint_dir"
 BEST_CHECKPOINT_TAG = "imgrec.best_checkpoint"
-
-
-def config_hash(cfg: DictConfig, with_seed: bool = True) -> str:
-    """A hash of what makes a run's result: the resolved config without paths, tracking or resume settings
-    (and without the seed when `with_seed` is false: the hash of the recipe, shared by its seeds).
-
-    Paths and the tracking URI are replaced by placeholders before resolving, so the same
-    experiment hashes the same in every run directory, on every machine, and after MLflow has
-    exported MLFLOW_TRACKING_URI into this process (it does, on first use).
-    """
-    cfg = cfg.copy()
-    with open_dict(cfg):
-        cfg.paths.root = "<root>"
-        cfg.paths.output_dir = "<output_dir>"
-        cfg.logger.tracking_uri = "<tracking_uri>"  # data.synthetic and transfer interpolate it
-    container = OmegaConf.to_container(cfg, resolve=True)
-    for volatile in ("ckpt_path", "logger", "hydra") + (() if with_seed else ("seed",)):
-        container.pop(volatile, None)
-    text = json.dumps(container, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def ensure_store(tracking_uri: str) -> None:
@@ -146,6 +124,16 @@ def raise_keyboard_interrupt(signum, frame) -> None:
 
 
 @contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Inside the block, SIGTERM (kill, a scheduler's preemption) raises KeyboardInterrupt like Ctrl-C."""
+    previous = signal.signal(signal.SIGTERM, raise_keyboard_interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextmanager
 def tracked_run(logger: MLFlowLogger, cfg: DictConfig, tags: dict[str, str], resumed: bool) -> Iterator[str]:
     """Start (or reopen) the run, yield its id, and give it a final status however the block ends."""
     client, run_id = logger.experiment, logger.run_id
@@ -159,11 +147,10 @@ def tracked_run(logger: MLFlowLogger, cfg: DictConfig, tags: dict[str, str], res
     if hydra_dir.is_dir():  # config.yaml, overrides.yaml, hydra.yaml
         client.log_artifacts(run_id, str(hydra_dir), "hydra")
 
-    # SIGTERM (kill, a scheduler's preemption) ends the run like Ctrl-C: KILLED, not RUNNING forever.
-    previous = signal.signal(signal.SIGTERM, raise_keyboard_interrupt)
     status = "FAILED"
     try:
-        yield run_id
+        with sigterm_as_interrupt():  # SIGTERM ends the run like Ctrl-C: KILLED, not RUNNING forever
+            yield run_id
         status = "FINISHED"
     except (KeyboardInterrupt, SystemExit):
         status = "KILLED"  # Lightning turns Ctrl-C into sys.exit(1)
@@ -172,7 +159,6 @@ def tracked_run(logger: MLFlowLogger, cfg: DictConfig, tags: dict[str, str], res
         client.set_tag(run_id, "error", f"{type(err).__name__}: {err}"[:5000])
         raise
     finally:
-        signal.signal(signal.SIGTERM, previous)
         client.set_terminated(run_id, status)
         log.info("MLflow run %s ended %s", run_id, status)
 

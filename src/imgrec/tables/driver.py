@@ -1,4 +1,4 @@
-"""Published tables, reproduced: `python scripts/reproduce.py table=NAME [budget=paper|quick|smoke] [overrides]`.
+"""One invocation of `python scripts/reproduce.py table=NAME [budget=paper|quick|smoke] [overrides]`.
 
 A table (conf/table/NAME.yaml, composed through conf/reproduce.yaml) lists rows: each the overrides of
 conf/train.yaml that define it, the published value and its source. Every row x seed is one call of the
@@ -12,27 +12,24 @@ this budget, the command line's, then `seed` and the MLflow experiment.
 """
 
 import logging
-import signal
-import sys
 import time
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-from hydra.errors import HydraException
 from mlflow import MlflowClient
 from mlflow.entities import Run
 from omegaconf import DictConfig
-from omegaconf.errors import OmegaConfBaseException
 
-from imgrec import config, table_report
-from imgrec.config import CONF_DIR, hydra_message, override_key, save_hydra_files
+from imgrec import config, drivers
+from imgrec.config import CONF_DIR, save_hydra_files
 from imgrec.errors import ConfigError, DataFileError, DataNotFoundError, ImgrecError, one_line
 from imgrec.progress import log_to_file
-from imgrec.table_report import UNITS, RowResult, TableInfo
+from imgrec.tables import report
+from imgrec.tables.report import UNITS, RowResult, TableInfo
 from imgrec.tracking import run as tracking
+from imgrec.tracking.identity import config_hash
+from imgrec.tracking.parent import ParentRun
 from imgrec.train import train
 
 log = logging.getLogger(__name__)
@@ -64,21 +61,10 @@ class Table:
 
 # -- the table spec -------------------------------------------------------------------------------------
 
-def split_overrides(argv: Sequence[str]) -> tuple[list[str], list[str]]:
-    """(overrides of the driver: table, table.*, budget; overrides of every row's training run)."""
-    driver, train_overrides = [], []
-    for arg in argv:
-        key = override_key(arg)
-        (driver if key in ("table", "budget") or key.startswith("table.") else train_overrides).append(arg)
-    return driver, train_overrides
-
-
 def load_table(driver_overrides: Sequence[str]) -> Table:
     """conf/table/NAME.yaml for one budget, checked: a mistake fails here, in one line, before any training."""
-    try:
+    with drivers.composing():
         cfg = config.compose_driver(DRIVER_CONFIG, driver_overrides)
-    except (HydraException, OmegaConfBaseException, yaml.YAMLError) as err:
-        raise ConfigError(hydra_message(err)) from None
     name, spec, budget = cfg.hydra.runtime.choices.table, cfg.table, cfg.budget
     where = f"conf/table/{name}.yaml"
     for key in ("title", "metric", "unit", "tolerance", "budgets", "entries"):
@@ -125,7 +111,7 @@ class Reproduction:
     """One invocation: compose every row, reuse or train each row x seed, write and log the table."""
 
     def __init__(self, argv: Sequence[str]):
-        driver_overrides, self.user_overrides = split_overrides(argv)
+        driver_overrides, self.user_overrides = drivers.split_overrides(argv, ("table", "budget"))
         self.table = load_table(driver_overrides)
         self.info = self.table.info
         # Every row x seed composes now: a typo in a row or on the command line fails before any training.
@@ -142,11 +128,9 @@ class Reproduction:
                 f"seed={seed}", f"logger.experiment_name={self.table.experiment}"]
 
     def compose(self, row: Row | None, seed: int, output_dir: Path) -> DictConfig:
-        try:
+        what = f"row {row.name} of table {self.info.name}" if row else f"table {self.info.name}"
+        with drivers.composing(f"{what} does not compose with conf/train.yaml"):
             return config.compose(self.overrides(row, seed), output_dir)
-        except (HydraException, OmegaConfBaseException, yaml.YAMLError) as err:
-            what = f"row {row.name} of table {self.info.name}" if row else f"table {self.info.name}"
-            raise ConfigError(f"{what} does not compose with conf/train.yaml: {hydra_message(err)}") from None
 
     # -- MLflow
 
@@ -161,17 +145,12 @@ class Reproduction:
                                        order_by=["attributes.start_time DESC"])
         return runs[0] if runs else None
 
-    def open_parent(self) -> str:
+    def open_parent(self) -> ParentRun:
         """The table's parent run for this budget: found by its tags, created the first time."""
-        tags = {"imgrec.role": "table", TABLE_TAG: self.info.name, BUDGET_TAG: self.info.budget}
-        found = self.client.search_runs([self.experiment_id], " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items()),
-                                        max_results=1, order_by=["attributes.start_time ASC"])
-        if found:
-            self.client.update_run(found[0].info.run_id, status="RUNNING")
-            return found[0].info.run_id
-        tags["mlflow.note.content"] = f"{self.info.title}, budget {self.info.budget}"
-        return self.client.create_run(self.experiment_id, run_name=f"table-{self.info.name}-{self.info.budget}",
-                                      tags=tags).info.run_id
+        return ParentRun.find_or_create(
+            self.client, self.experiment_id, f"table-{self.info.name}-{self.info.budget}",
+            {"imgrec.role": "table", TABLE_TAG: self.info.name, BUDGET_TAG: self.info.budget},
+            extra_tags={"mlflow.note.content": f"{self.info.title}, budget {self.info.budget}"})
 
     # -- rows
 
@@ -210,7 +189,7 @@ class Reproduction:
         return result
 
     def reuse_or_train(self, row: Row, seed: int, parent_id: str) -> Run:
-        config_id = tracking.config_hash(self.configs[(row.name, seed)])
+        config_id = config_hash(self.configs[(row.name, seed)])
         run = self.find_run(row, config_id)
         if run is not None:
             log.info("row %s seed %d: reusing finished run %s", row.name, seed, run.info.run_id)
@@ -231,7 +210,7 @@ class Reproduction:
     # -- the table
 
     def publish(self, parent_id: str, results: Sequence[RowResult]) -> str:
-        paths = table_report.write_all(self.root / "outputs" / "tables", self.info, results)
+        paths = report.write_all(self.root / "outputs" / "tables", self.info, results)
         for path in paths:
             self.client.log_artifact(parent_id, str(path))
         markdown = paths[0].read_text()
@@ -244,21 +223,10 @@ class Reproduction:
         return markdown
 
     def run(self) -> str:
-        parent_id = self.open_parent()
-        previous = signal.signal(signal.SIGTERM, tracking.raise_keyboard_interrupt)
-        status, results = "FAILED", []
-        try:
-            for row in self.table.rows:
-                results.append(self.run_row(row, parent_id))
-            markdown = self.publish(parent_id, results)
-            status = "FINISHED"
-            return markdown
-        except (KeyboardInterrupt, SystemExit):
-            status = "KILLED"
-            raise
-        finally:
-            signal.signal(signal.SIGTERM, previous)
-            self.client.set_terminated(parent_id, status)
+        parent = self.open_parent()
+        with parent.running():
+            results = [self.run_row(row, parent.run_id) for row in self.table.rows]
+            return self.publish(parent.run_id, results)
 
 
 USAGE = """usage: python scripts/reproduce.py table=NAME [budget=paper|quick|smoke] [train overrides] [table.KEY=VALUE]
@@ -273,18 +241,6 @@ Finished runs with the same table, row, budget and config hash are reused: re-ru
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Console entry point: `python scripts/reproduce.py table=NAME [overrides]`."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if {"-h", "--help"} & set(argv) or not any(override_key(a) == "table" for a in argv):
-        print(USAGE.format(tables=", ".join(sorted(p.stem for p in (CONF_DIR / "table").glob("*.yaml")))))
-        raise SystemExit(0 if {"-h", "--help"} & set(argv) else 2)
-    logging.basicConfig(level=logging.WARNING, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
-    logging.getLogger("imgrec").setLevel(logging.INFO)
-    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")  # as train.py
-    config.register_resolvers()
-    try:
-        markdown = Reproduction(argv).run()
-    except KeyboardInterrupt:
-        raise SystemExit("interrupted: finished rows are kept; re-run the same command to train the rest") from None
-    except (ImgrecError, HydraException, OmegaConfBaseException) as err:
-        raise SystemExit(f"error: {hydra_message(err)}") from None
-    print(markdown)
+    usage = USAGE.format(tables=", ".join(sorted(p.stem for p in (CONF_DIR / "table").glob("*.yaml"))))
+    drivers.main(lambda argv: print(Reproduction(argv).run()), argv, usage,
+                 interrupted="finished rows are kept; re-run the same command to train the rest", required="table")

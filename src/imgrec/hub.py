@@ -1,0 +1,183 @@
+"""The one door to a trained model: a checkpoint, an MLflow run or a registered model -> its network.
+
+    path/to/epoch_003.ckpt     a checkpoint file written by imgrec
+    runs:/<run_id>             that run's best checkpoint (found locally, or downloaded from its artifacts)
+    models:/<name>@<alias>     a registered model version (an alias such as champion)
+    models:/<name>/<version>   a registered model version by number
+    timm:<model_name>          an ImageNet-pretrained timm classifier (needs timm)
+
+`load_net(uri)` rebuilds the network as it was trained: it expects the normalized inputs its datamodule
+made. `load_model(uri)` wraps it so that it takes float images in [0, 1] pixel units (N, C, H, W) and
+returns logits, the training split's normalization inside: attack epsilons, exported and served models
+and explanations all mean the same pixels. Every checkpoint carries its `NetSpec` under NET_SPEC_KEY.
+
+Checkpoints are read with `torch.load(weights_only=True)`: a checkpoint that would run code is refused.
+"""
+
+import importlib.util
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from imgrec import models
+from imgrec.data.pixels import Normalization
+from imgrec.config import default_tracking_uri
+from imgrec.errors import ConfigError, one_line
+from imgrec.tracking.run import BEST_CHECKPOINT_TAG
+
+NET_SPEC_KEY = "imgrec_net"
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class NetSpec:
+    """What rebuilds a trained network and feeds it: saved in every checkpoint as a plain dict."""
+
+    model: dict[str, Any]  # the resolved model config (conf/model/*.yaml, `_partial_: true`)
+    in_shape: tuple[int, int, int]  # (C, H, W) of the images it was trained on
+    num_classes: int
+    data: str  # the dataset's name (conf/data)
+    class_names: tuple[str, ...] | None = None
+    mean: tuple[float, ...] | None = None  # per-channel statistics of the training split, in [0, 1] units
+    std: tuple[float, ...] | None = None
+    run_id: str | None = None  # the MLflow run that wrote the checkpoint
+
+    @classmethod
+    def from_dict(cls, entry: dict[str, Any]) -> "NetSpec":
+        known = {k: v for k, v in entry.items() if k in cls.__dataclass_fields__}
+        for key in ("in_shape", "class_names", "mean", "std"):
+            if known.get(key) is not None:
+                known[key] = tuple(known[key])
+        return cls(**known)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Lists, strings and numbers only: loadable with weights_only=True."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+
+class PixelModel(nn.Module):
+    """A trained classifier that takes [0, 1] images (N, C, H, W) and returns logits."""
+
+    def __init__(self, net: nn.Module, spec: NetSpec):
+        super().__init__()
+        self.normalization = Normalization(spec.mean, spec.std)
+        self.net = net
+        self.spec = spec
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return self.spec.class_names or tuple(str(i) for i in range(self.spec.num_classes))
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.net(self.normalization(pixels))
+
+
+def resolve_checkpoint(uri: str, tracking_uri: str | None = None, key: str = "model") -> Path:
+    """A local checkpoint file for `uri` (runs:/ and models:/ artifacts are downloaded when needed)."""
+    uri = str(uri)
+    if uri.startswith(("runs:/", "models:/")):
+        from mlflow.exceptions import MlflowException
+
+        tracking_uri = tracking_uri or default_tracking_uri()
+        try:
+            if uri.startswith("runs:/"):
+                return _run_checkpoint(uri.removeprefix("runs:/").strip("/"), tracking_uri, key)
+            return _registered_checkpoint(uri, tracking_uri, key)
+        except MlflowException as err:
+            raise ConfigError(f"{key}: cannot resolve {uri!r} in {tracking_uri}: {err.message.splitlines()[0]}") from None
+    path = Path(uri)
+    if not path.is_file():
+        raise ConfigError(f"{key}: no such checkpoint file {uri!r} "
+                          "(or use runs:/<run_id>, models:/<name>@<alias>, models:/<name>/<version>)")
+    return path
+
+
+def _run_checkpoint(run_id: str, tracking_uri: str, key: str) -> Path:
+    import mlflow
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    local = client.get_run(run_id).data.tags.get(BEST_CHECKPOINT_TAG)
+    if local and Path(local).is_file():
+        return Path(local)
+    # Another machine: the checkpoint artifact Lightning's MLFlowLogger logged with alias "best".
+    for entry in client.list_artifacts(run_id):
+        if entry.is_dir and "best" in _aliases(client, run_id, entry.path, tracking_uri):
+            folder = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=entry.path, tracking_uri=tracking_uri)
+            return _only_checkpoint_in(Path(folder), f"runs:/{run_id}", key)
+    raise ConfigError(f"{key}: run {run_id} has no best checkpoint (was it trained by imgrec, and has it finished?)")
+
+
+def _aliases(client, run_id: str, folder: str, tracking_uri: str) -> str:
+    import mlflow
+
+    if "aliases.txt" not in {e.path.rsplit("/", 1)[-1] for e in client.list_artifacts(run_id, folder)}:
+        return ""
+    return Path(mlflow.artifacts.download_artifacts(
+        run_id=run_id, artifact_path=f"{folder}/aliases.txt", tracking_uri=tracking_uri)).read_text()
+
+
+def _registered_checkpoint(uri: str, tracking_uri: str, key: str) -> Path:
+    import mlflow
+
+    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, tracking_uri=tracking_uri))
+    return local if local.is_file() else _only_checkpoint_in(local, uri, key)
+
+
+def _only_checkpoint_in(folder: Path, uri: str, key: str) -> Path:
+    found = sorted(folder.rglob("*.ckpt"))
+    if not found:
+        raise ConfigError(f"{key}: {uri} holds no .ckpt file")
+    return found[0]
+
+
+def read_checkpoint(path: Path, key: str = "model") -> dict[str, Any]:
+    """A checkpoint's contents, unpickled with torch's weights-only allowlist: nothing in it can run code."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # UnpicklingError for a hostile or foreign pickle, RuntimeError for a non-zip file
+        raise ConfigError(f"{key}: {path} is not a checkpoint imgrec can load safely: {one_line(err)[:300]}") from None
+
+
+def load_net(uri: str, tracking_uri: str | None = None, key: str = "model") -> tuple[nn.Module, NetSpec]:
+    """The trained network of `uri` (in eval mode, on the CPU) and its spec."""
+    if str(uri).startswith("timm:"):
+        return _timm_net(str(uri).removeprefix("timm:"), key)
+    path = resolve_checkpoint(uri, tracking_uri, key)
+    checkpoint = read_checkpoint(path, key)
+    entry = checkpoint.get(NET_SPEC_KEY) if isinstance(checkpoint, dict) else None
+    if entry is None:
+        raise ConfigError(f"{key}: {path} was not written by imgrec (it has no '{NET_SPEC_KEY}' entry)")
+    spec = NetSpec.from_dict(entry)
+    net = models.build(spec.model, spec.in_shape, spec.num_classes)
+    weights = {k.removeprefix("net."): v for k, v in checkpoint["state_dict"].items() if k.startswith("net.")}
+    net.load_state_dict(weights)
+    return net.eval(), spec
+
+
+def load_model(uri: str, tracking_uri: str | None = None, key: str = "model") -> PixelModel:
+    """The trained classifier of `uri`, taking [0, 1] images and returning logits (eval mode, frozen weights)."""
+    net, spec = load_net(uri, tracking_uri, key)
+    if spec.mean is None or spec.std is None:
+        raise ConfigError(f"{key}: {uri} was saved without its normalization statistics (an older imgrec); "
+                          "train it again to use it here")
+    model = PixelModel(net, spec).eval().requires_grad_(False)
+    with torch.no_grad():
+        logits = model(torch.zeros(2, *spec.in_shape))
+    if tuple(logits.shape) != (2, spec.num_classes):
+        raise ConfigError(f"{key}: {uri} is not a classifier (a model={spec.model.get('_target_')} whose output "
+                          f"for 2 images is {tuple(logits.shape)}, not (2, {spec.num_classes}))")
+    return model
+
+
+def _timm_net(name: str, key: str) -> tuple[nn.Module, NetSpec]:
+    """An ImageNet classifier from timm (weights download on first use), as an imgrec network."""
+    spec = NetSpec(model={"_target_": "imgrec.models.pretrained.TimmNet", "_partial_": True, "name": name},
+                   in_shape=(3, 224, 224), num_classes=1000, data="imagenet", mean=IMAGENET_MEAN, std=IMAGENET_STD)
+    if importlib.util.find_spec("timm") is None:
+        raise ConfigError(f"{key}: 'timm:{name}' needs timm (pip install timm)")
+    return models.build({**spec.model, "pretrained": True}, spec.in_shape, spec.num_classes).eval(), spec
+

@@ -1,0 +1,72 @@
+"""Pictures of images for runs and reports: sample grids (GANs) and labelled rows (reconstructions).
+
+Images come in [0, 1] pixel units, (N, C, H, W) with 1 or 3 channels; files are PNGs.
+"""
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import matplotlib
+import torch
+import torch.nn.functional as F
+
+matplotlib.use("Agg")  # headless: render to files only
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def image_grid(images: torch.Tensor, columns: int, padding: int = 2, fill: float = 1.0) -> torch.Tensor:
+    """(N, C, H, W) images, N a multiple of `columns`, -> one (C, H', W') image, row by row."""
+    n, channels, height, width = images.shape
+    rows = n // columns
+    padded = F.pad(images, (padding,) * 4, value=fill)
+    h, w = height + 2 * padding, width + 2 * padding
+    return padded.view(rows, columns, channels, h, w).permute(2, 0, 3, 1, 4).reshape(channels, rows * h, columns * w)
+
+
+def show(ax, picture: torch.Tensor) -> None:
+    """One (H, W, C) picture in [0, 1] on `ax`: grayscale pictures in gray, without interpolation."""
+    if picture.shape[-1] == 1:
+        ax.imshow(picture[..., 0], cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+    else:
+        ax.imshow(picture, interpolation="nearest")
+
+
+def save_grid(
+    images: torch.Tensor, columns: int, path: Path, title: str, row_labels: Sequence[str] | None = None
+) -> None:
+    """Images as one grid PNG; `row_labels` names the rows (e.g. the classes of a conditional GAN)."""
+    grid = image_grid(images.detach().float().cpu().clamp(0, 1), columns).permute(1, 2, 0)
+    rows = len(images) // columns
+    scale = 2 if grid.shape[0] <= 600 else 1  # small images drawn at 2x, so 28-pixel digits are visible
+    fig, ax = plt.subplots(figsize=(grid.shape[1] * scale / 100 + 1.6, grid.shape[0] * scale / 100 + 0.6))
+    show(ax, grid)
+    ax.set_xticks([])
+    if row_labels:
+        row_height = grid.shape[0] / rows
+        ax.set_yticks([(r + 0.5) * row_height for r in range(rows)], [str(n) for n in row_labels], fontsize=7)
+    else:
+        ax.set_yticks([])
+    ax.set_title(title, fontsize=9)
+    _save(fig, path)
+
+
+def save_rows(rows: Mapping[str, torch.Tensor], path: Path, title: str) -> None:
+    """One row of images (N, C, H, W) per entry of `rows`, labelled with its key (e.g. input / reconstruction)."""
+    n = len(next(iter(rows.values())))
+    fig, axes = plt.subplots(len(rows), n, figsize=(1.2 * n, 1.25 * len(rows) + 0.3), squeeze=False)
+    for r, (label, images) in enumerate(rows.items()):
+        images = images.detach().float().cpu().clamp(0, 1)
+        for c in range(n):
+            show(axes[r][c], images[c].permute(1, 2, 0))
+            axes[r][c].set_xticks([])
+            axes[r][c].set_yticks([])
+        axes[r][0].set_ylabel(label, fontsize=9)
+    fig.suptitle(title, fontsize=10)
+    _save(fig, path)
+
+
+def _save(fig, path: Path) -> None:
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -1,0 +1,64 @@
+"""What makes two runs the same experiment: the resolved config without its infrastructure keys.
+
+Infrastructure keys say where a run goes, how it is tracked or how fast it gets there, not what it
+measures. The one list below is used by the config hash (table rows and resumes find their runs by it),
+the default names of sweep studies, and the columns of leaderboards: a table row trained with its data
+in another folder, on another machine or another device is the same row.
+"""
+
+import hashlib
+import json
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+INFRA_KEYS = (
+    "paths", "hydra", "logger", "ckpt_path",
+    "data.root", "data.download", "data.num_workers", "data.eval_batch_size",
+    "trainer.default_root_dir", "trainer.accelerator", "trainer.devices", "trainer.strategy", "trainer.num_nodes",
+    "trainer.enable_progress_bar", "trainer.log_every_n_steps",
+    # callbacks that only report or store; model_checkpoint's monitor and mode pick the tested checkpoint: kept
+    "callbacks.model_checkpoint.dirpath", "callbacks.model_checkpoint.filename",
+    "callbacks.model_checkpoint.save_last", "callbacks.model_checkpoint.auto_insert_metric_name",
+    "callbacks.lr_monitor", "callbacks.progress_bar", "callbacks.model_summary",
+    "callbacks.classification_report", "callbacks.epoch_summary",
+)
+
+
+def is_infra(key: str) -> bool:
+    """Whether a dotted config key (an override's or a flattened param's) is, or lies under, an infrastructure key."""
+    return any(key == k or key.startswith(k + ".") for k in INFRA_KEYS)
+
+
+def without_infra(container: dict[str, Any]) -> dict[str, Any]:
+    """A resolved config (a plain dict) without its infrastructure keys."""
+    def prune(node: dict[str, Any], prefix: str) -> dict[str, Any]:
+        kept = {}
+        for key, value in node.items():
+            path = f"{prefix}{key}"
+            if is_infra(path):
+                continue
+            kept[key] = prune(value, path + ".") if isinstance(value, dict) else value
+        return kept
+
+    return prune(container, "")
+
+
+def config_hash(cfg: DictConfig, with_seed: bool = True) -> str:
+    """A hash of what makes a run's result: the resolved config without infrastructure keys (and without the
+    seed when `with_seed` is false: the hash of the recipe, shared by its seeds).
+
+    Paths and the tracking URI are replaced by placeholders before resolving, so a key that interpolates
+    them hashes the same in every run directory, on every machine, and after MLflow has exported
+    MLFLOW_TRACKING_URI into this process (it does, on first use).
+    """
+    cfg = cfg.copy()
+    with open_dict(cfg):
+        cfg.paths.root = "<root>"
+        cfg.paths.output_dir = "<output_dir>"
+        cfg.logger.tracking_uri = "<tracking_uri>"
+    container = without_infra(OmegaConf.to_container(cfg, resolve=True))
+    if not with_seed:
+        container.pop("seed", None)
+    text = json.dumps(container, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]

@@ -3,6 +3,7 @@
 import pytest
 import torch
 from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
 from imgrec.config import CONF_DIR
 from imgrec.tasks.base import Task
@@ -60,10 +61,15 @@ def test_every_trainer_composes_and_cpu_ones_build(make_cfg, trainer):
 
 
 @pytest.mark.parametrize("group", ["experiment", "debug"])
-def test_every_preset_composes(make_cfg, group):
+def test_every_preset_changes_the_config_and_builds(make_cfg, group):
+    def body(cfg):  # unresolved, so run directories do not differ
+        return {k: v for k, v in OmegaConf.to_container(cfg, resolve=False).items() if k != "hydra"}
+
+    plain = body(make_cfg(fast=False))
     for option in options(group):
         cfg = make_cfg(f"{group}={option}", fast=False)
-        assert cfg.trainer is not None
+        assert body(cfg) != plain, f"{group}={option} changes nothing"
+        assert isinstance(build_task(cfg, instantiate(cfg.data)), Task)
 
 
 def test_callbacks_build(make_cfg):

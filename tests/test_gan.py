@@ -11,7 +11,7 @@ from imgrec.models.dcgan import DCGAN, INIT_STD
 from imgrec.hub import load_net, read_checkpoint
 from imgrec.pictures import image_grid
 from imgrec.tasks.sample_quality import ClassifierFeatures, feature_stats, frechet_distance, make_inception_fid
-from imgrec.train import train
+from imgrec.train import build_datamodule, build_task, train
 from tests.conftest import runs
 
 SMALL = ["model.generator.width=8", "model.discriminator.width=8", "model.latent_dim=16", "task.fd_samples=64"]
@@ -150,9 +150,13 @@ def test_conditional_dcgan_is_measured_in_a_classifier_feature_space(make_cfg, m
     (classifier_run,) = runs(mlflow_client)
     overrides = ["model=dcgan", "data=mnist", f"data.root={idx_root}", *SMALL, "model.conditional=true",
                  f"task.fd_classifier=runs:/{classifier_run.info.run_id}", "trainer.max_epochs=2"]
-    metric = train(make_cfg(*overrides))
+    cfg = make_cfg(*overrides)
+    metric = train(cfg)
     gan_run = runs(mlflow_client)[-1]
     assert gan_run.info.status == "FINISHED"
+    # What the task declares it logs (checkpoint monitors are checked against it) is what it logged.
+    declared = build_task(cfg, build_datamodule(cfg)).logged_metrics()
+    assert {m for m in gan_run.data.metrics if m.startswith(("train/", "val/", "test/"))} == declared
     history = mlflow_client.get_metric_history(gan_run.info.run_id, "val/fd_classifier")
     assert len(history) == 2 and all(h.value > 0 for h in history)  # one per epoch
     assert metric == pytest.approx(history[-1].value, rel=1e-5)  # optimized_metric

@@ -134,6 +134,24 @@ def test_a_smoke_table_is_written_and_a_second_invocation_trains_nothing(home, i
     assert sorted(r.data.params["seed"] for r in table_runs(home) if r.data.tags["imgrec.row"] == "mlp") == ["0", "1", "2"]
 
 
+def test_a_row_run_with_its_data_in_another_folder_is_reused(home, idx_root, tmp_path_factory, monkeypatch):
+    """data.root says where the files are, not what is trained: another machine's copy reuses the run."""
+    args = ["table=fashion_mnist", "budget=smoke", "table.rows=[mlp]", f"paths.root={home}", *TINY]
+    first = Reproduction([*args, f"data.root={idx_root}"]).run()
+    elsewhere = tmp_path_factory.mktemp("copy_of_the_data")
+    for file in idx_root.iterdir():
+        shutil.copy(file, elsewhere / file.name)
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("the run with the data in the first folder should have been reused")
+
+    monkeypatch.setattr(reproduce_module, "train", no_training)
+    assert Reproduction([*args, f"data.root={elsewhere}", "data.num_workers=0"]).run() == first
+    assert len(table_runs(home)) == 1
+    changed = Reproduction([*args, f"data.root={elsewhere}", "optimizer.lr=0.5"]).run()  # what is trained counts
+    assert "should have been reused" in changed
+
+
 def test_a_row_without_data_or_with_a_failure_does_not_stop_the_table(home, idx_root, monkeypatch):
     real_train = reproduce_module.train
 

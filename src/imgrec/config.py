@@ -13,7 +13,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from imgrec.errors import ConfigError, ImgrecError, one_line
 
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+CONF_DIR = Path(__file__).parent / "conf"  # in a checkout, a link to the repo's conf/; installed, a copy of it
 
 
 def default_tracking_uri() -> str:

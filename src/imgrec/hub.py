@@ -121,9 +121,20 @@ def _aliases(client, run_id: str, folder: str, tracking_uri: str) -> str:
 
 
 def _registered_checkpoint(uri: str, tracking_uri: str, key: str) -> Path:
+    """models:/<name>@<alias> or models:/<name>/<version>, looked up in this tracking store's registry
+    (mlflow.artifacts would ask the process-wide registry URI instead)."""
     import mlflow
+    from mlflow import MlflowClient
 
-    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, tracking_uri=tracking_uri))
+    client = MlflowClient(tracking_uri, registry_uri=tracking_uri)
+    name, _, version = uri.removeprefix("models:/").strip("/").partition("/")
+    if "@" in name:
+        name, alias = name.split("@", 1)
+        version = client.get_model_version_by_alias(name, alias).version
+    elif not version.isdigit():
+        raise ConfigError(f"{key}: {uri!r} is neither models:/<name>@<alias> nor models:/<name>/<version>")
+    source = client.get_model_version_download_uri(name, version)
+    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=source, tracking_uri=tracking_uri))
     return local if local.is_file() else _only_checkpoint_in(local, uri, key)
 
 

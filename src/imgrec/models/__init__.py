@@ -11,6 +11,8 @@ def build(model: Mapping[str, Any], in_shape: Sequence[int], num_classes: int, *
     """The network a model config (conf/model/*.yaml, `_partial_: true`) describes, for this data's shape.
 
     `parts` replace config entries with built objects (e.g. a transfer net's loaded `backbone`).
-    `_convert_="all"`: networks get plain lists and dicts, never OmegaConf containers.
+    `_convert_="all"`: networks get plain lists and dicts, never OmegaConf containers; `_recursive_=False`:
+    nested configs stay configs (a transfer net's `source` spec holds a model config of its own).
     """
-    return instantiate(model, _convert_="all", **parts)(in_shape=tuple(in_shape), num_classes=num_classes)
+    build_net = instantiate(model, _convert_="all", _recursive_=False, **parts)
+    return build_net(in_shape=tuple(in_shape), num_classes=num_classes)

@@ -76,7 +76,9 @@ CODE_DIR = Path(__file__).resolve().parents[3]  # the checkout imgrec runs from 
 
 
 def _git(*args: str) -> str | None:
-    """git's answer about the code that is running (not the cwd), or None outside a checkout."""
+    """git's answer about the code that is running (not the cwd), or None outside a checkout (an installed imgrec)."""
+    if not (CODE_DIR / ".git").exists():
+        return None
     try:
         out = subprocess.run(["git", *args], cwd=CODE_DIR, capture_output=True, text=True, timeout=10, check=True)
     except (OSError, subprocess.SubprocessError):

@@ -205,13 +205,25 @@ def test_cifar_planar_layout(tmp_path: Path) -> None:
     assert labels.dtype == np.int64 and labels.tolist() == [0, 1]
 
 
-def test_cifar_accepts_str_keys(tmp_path: Path) -> None:
-    # Protocol 4: Python 3's protocol 2 would route bytes through _codecs.encode.
-    batch = {"data": np.zeros((3, 3072), np.uint8), "labels": [1, 2, 3]}
-    (tmp_path / "test_batch").write_bytes(pickle.dumps(batch, protocol=4))
+@pytest.mark.parametrize("protocol", [2, 3, 4, 5])
+def test_cifar_pickles_written_by_python3_load_at_every_protocol(tmp_path: Path, protocol: int) -> None:
+    # Protocol 2 rebuilds bytes with _codecs.encode, protocol 5 arrays with numpy's _frombuffer.
+    data = np.arange(3 * 3072, dtype=np.int64).reshape(3, 3072).astype(np.uint8)
+    batch = {"data": data, "labels": [1, 2, 3], "batch_label": b"testing batch 1 of 1", "filenames": [b"a.png"] * 3}
+    (tmp_path / "test_batch").write_bytes(pickle.dumps(batch, protocol=protocol))
 
-    _, labels = read_cifar(tmp_path, ["test_batch"], "labels")
+    images, labels = read_cifar(tmp_path, ["test_batch"], "labels")
     assert labels.tolist() == [1, 2, 3]
+    np.testing.assert_array_equal(images.reshape(3, 3072), data)
+
+
+def test_codecs_encode_is_admitted_only_for_latin1_bytes(tmp_path: Path) -> None:
+    # A protocol-2 pickle asking _codecs.encode for another codec: refused, not decoded.
+    payload = b"\x80\x02c_codecs\nencode\nX\x02\x00\x00\x00hiX\x05\x00\x00\x00rot13\x86R."
+    assert pickle.loads(payload) == "uv"  # what plain pickle does with it
+    (tmp_path / "test_batch").write_bytes(payload)
+    with pytest.raises(DataFileError, match="corrupted pickle.*rot13"):
+        read_cifar(tmp_path, ["test_batch"], "labels")
 
 
 def test_cifar_numpy1_pickles_load_without_deprecation_warnings(tmp_path: Path) -> None:

@@ -107,18 +107,27 @@ def _parse_idx_header(raw: bytes, path: Path) -> tuple[list[int], int]:
 
 # The official pickles only reconstruct numpy arrays; numpy 2 moved numpy.core
 # to numpy._core, and loading the old name would emit a DeprecationWarning.
-_ALLOWED_GLOBALS = frozenset(
-    {
-        ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy._core.multiarray", "scalar"),
-        ("numpy", "ndarray"),
-        ("numpy", "dtype"),
-    }
-)
+def _latin1_bytes(text: str, encoding: str = "latin1") -> bytes:
+    """What protocol 2 pickles (Python 3) call to rebuild bytes: `_codecs.encode(text, 'latin1')`, nothing else."""
+    if encoding.replace("-", "").lower() != "latin1" or not isinstance(text, str):
+        raise pickle.UnpicklingError(f"_codecs.encode with encoding {encoding!r}")
+    return text.encode("latin1")
+
+
+# Exactly what numpy arrays and bytes need, from Python 2's protocol 2 to Python 3's protocol 5 (the
+# allowlist torch's weights-only unpickler keeps for the same job). Anything else is refused by name.
+_ALLOWED_GLOBALS = {
+    ("numpy._core.multiarray", "_reconstruct"): None,  # ndarray.__reduce__, protocols 2-4
+    ("numpy._core.multiarray", "scalar"): None,
+    ("numpy._core.numeric", "_frombuffer"): None,  # ndarray.__reduce_ex__(5): arrays as pickle buffers
+    ("numpy", "ndarray"): None,
+    ("numpy", "dtype"): None,
+    ("_codecs", "encode"): _latin1_bytes,  # bytes in protocol 2 written by Python 3
+}
 
 
 class RestrictedUnpickler(pickle.Unpickler):
-    """Unpickler that refuses every global except numpy array reconstruction.
+    """Unpickler that refuses every global except what numpy arrays and bytes need.
 
     Plain `pickle.load` on a downloaded file runs whatever callable the file
     names; this one raises DataFileError naming the file and the global.
@@ -130,14 +139,14 @@ class RestrictedUnpickler(pickle.Unpickler):
         self.source = source
 
     def find_class(self, module: str, name: str) -> Any:
-        if module.startswith("numpy.core"):
+        if module.startswith("numpy.core"):  # numpy 1.x pickles
             module = "numpy._core" + module[len("numpy.core") :]
         if (module, name) not in _ALLOWED_GLOBALS:
             raise DataFileError(
                 f"{self.source}: pickle refers to forbidden global {module}.{name}; "
                 f"this is not an official CIFAR file, {_REDOWNLOAD}"
             )
-        return super().find_class(module, name)
+        return _ALLOWED_GLOBALS[(module, name)] or super().find_class(module, name)
 
 
 def read_cifar(

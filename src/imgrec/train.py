@@ -19,6 +19,7 @@ from imgrec.data.synthetic import SyntheticSamples
 from imgrec.errors import ConfigError, ImgrecError
 from imgrec.tracking import run as tracking
 from imgrec.tracking.identity import config_hash
+from imgrec.validation import validate
 
 log = logging.getLogger(__name__)
 
@@ -29,11 +30,13 @@ def train(cfg: DictConfig, callbacks: Sequence[L.Callback] = (), tags: dict[str,
     `callbacks` are added to the configured ones (e.g. a sweep's pruning callback) and `tags` to
     the MLflow run's (e.g. `mlflow.parentRunId`, which nests the run under a sweep's parent run).
     """
+    validate(cfg)  # a bad value fails here, in one line, before anything is built or tracked
     with open_dict(cfg):
         cfg.seed = L.seed_everything(cfg.seed, workers=True)  # a null seed is drawn here and logged
 
     datamodule = build_datamodule(cfg)
-    datamodule.prepare_data()  # missing data fails here, before any MLflow run exists
+    datamodule.prepare_data()
+    datamodule.load()  # missing or corrupted data and a split that does not fit fail here, before any MLflow run
     task = build_task(cfg, datamodule)
 
     tracking.ensure_store(cfg.logger.tracking_uri)

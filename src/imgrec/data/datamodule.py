@@ -72,25 +72,22 @@ class ImageDataModule(L.LightningDataModule):
         batch_size: int = 128,
         eval_batch_size: int = 1000,
         num_workers: int = 0,
-        val_size: int = 5000,
+        val_size: int | float = 5000,
         split_seed: int = 0,
         augment: dict[str, Any] | None = None,
         classes: list[int] | None = None,
         train_size: int | None = None,
         synthetic: SyntheticSamples | dict[str, Any] | None = None,
     ):
-        """`synthetic`: GAN augmentation, built by imgrec.train.build_datamodule from `data.synthetic`
-        (a generator's URI); the config's own {generator: null, ...} means none."""
+        """The types and ranges of these arguments are checked by imgrec.validation with the rest of the config.
+
+        `val_size`: a count of training images, or a fraction of them (0 < x < 1), held out for validation.
+        `synthetic`: GAN augmentation, built by imgrec.train.build_datamodule from `data.synthetic`
+        (a generator's URI); the config's own {generator: null, ...} means none.
+        """
         super().__init__()
-        for key, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size), ("val_size", val_size)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ConfigError(f"data.{key} must be a positive integer, got {value!r}")
-        if not isinstance(num_workers, int) or num_workers < 0:
-            raise ConfigError(f"data.num_workers must be an integer >= 0, got {num_workers!r}")
         self.spec = catalog.get_spec(name)
         self.classes = _check_classes(classes, self.spec.num_classes)
-        if train_size is not None and (not isinstance(train_size, int) or train_size < 1):
-            raise ConfigError(f"data.train_size must be a positive integer or null, got {train_size!r}")
         self.train_size = train_size
         if isinstance(synthetic, Mapping):
             if synthetic.get("generator"):
@@ -109,7 +106,8 @@ class ImageDataModule(L.LightningDataModule):
         except TypeError as err:
             raise ConfigError(f"data.augment: {err}") from None
         self.train_set = self.val_set = self.test_set = None
-        self.normalization: Normalization | None = None  # the training split's statistics, set in setup()
+        self._splits: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None  # set by load(), on the CPU
+        self.normalization: Normalization | None = None  # the training split's statistics, set by load()
 
     # What the model needs to know, available before any file is read.
     @property
@@ -129,30 +127,39 @@ class ImageDataModule(L.LightningDataModule):
     def prepare_data(self) -> None:
         catalog.locate(self.spec.name, self.root, self.download)  # downloads once, on one process
 
-    def setup(self, stage: str | None = None) -> None:
-        if self.train_set is not None:
-            return  # fit then test: read the files once
+    def load(self) -> None:
+        """Read the files and split them, in CPU memory, once: a missing or corrupted file, or a split that does
+        not fit the data, fails here (imgrec.train calls it before any MLflow run exists)."""
+        if self._splits is not None:
+            return
         splits = catalog.load_dataset(self.spec.name, self.root, self.download)
         images, labels = self._select_classes(torch.from_numpy(splits.train_images), torch.from_numpy(splits.train_labels))
-        if self.val_size >= len(labels):
-            raise ConfigError(f"data.val_size={self.val_size} must be smaller than the training set ({len(labels)})")
+        val_count = round(self.val_size * len(labels)) if isinstance(self.val_size, float) else self.val_size
+        if not 0 < val_count < len(labels):
+            raise ConfigError(f"data.val_size={self.val_size} must leave images for both training and validation "
+                              f"(the training set has {len(labels)})")
         # The split depends on split_seed only, so every run (any seed) validates on the same images,
         # and data.train_size keeps the same labelled subset.
         order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(self.split_seed))
-        train_idx, val_idx = order[self.val_size :], order[: self.val_size]
+        train_idx, val_idx = order[val_count:], order[:val_count]
         if self.train_size is not None:
             if self.train_size > len(train_idx):
                 raise ConfigError(f"data.train_size={self.train_size} exceeds the {len(train_idx)} training images")
             train_idx = train_idx[: self.train_size]
         self.normalization = Normalization(*channel_stats(images[train_idx]))
+        test = self._select_classes(torch.from_numpy(splits.test_images), torch.from_numpy(splits.test_labels))
+        self._splits = {"train": (images[train_idx], labels[train_idx]), "val": (images[val_idx], labels[val_idx]),
+                        "test": test}
 
+    def setup(self, stage: str | None = None) -> None:
+        """The splits, moved to the training device (fit then test: read and moved once)."""
+        if self.train_set is not None:
+            return
+        self.load()
         device = self._data_device()
-        test_images, test_labels = self._select_classes(
-            torch.from_numpy(splits.test_images), torch.from_numpy(splits.test_labels)
-        )
-        self.train_set = InMemoryImages(images[train_idx].to(device), labels[train_idx].to(device))
-        self.val_set = InMemoryImages(images[val_idx].to(device), labels[val_idx].to(device))
-        self.test_set = InMemoryImages(test_images.to(device), test_labels.to(device))
+        self.train_set, self.val_set, self.test_set = (
+            InMemoryImages(images.to(device), labels.to(device)) for images, labels in self._splits.values())
+        self._splits = {}  # the device copies are the data now (on the CPU they are the same tensors)
 
     def _select_classes(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Keep only data.classes, relabelled 0..k-1 in the order given."""

@@ -35,6 +35,7 @@ from imgrec.tracking import run as tracking
 from imgrec.tracking.identity import is_infra
 from imgrec.tracking.parent import ParentRun
 from imgrec.train import train
+from imgrec.validation import validate
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +109,7 @@ class Sweep:
         with drivers.composing(f"sweep {self.name}: its base, the command line or its space does not compose "
                                "with conf/train.yaml"):
             cfg = self.compose(values, Path("unused"))
+        validate(cfg)
         if launch_mode(cfg.trainer) == "rerun" or int(os.environ.get("WORLD_SIZE", "1")) > 1:
             raise ConfigError("sweep: this trainer starts its ranks by re-running the command (ddp, torchrun), "
                               "which would start more sweep workers; use trainer.strategy=ddp_spawn (unpruned) "
@@ -346,7 +348,9 @@ class Sweep:
         data = cfg.data
         dataset = str(data.get("name", cfg.hydra.runtime.choices.get("data")))
         if "val_size" in data:
-            dataset += f" ({data.val_size} validation images held out of the training set"
+            held_out = f"{data.val_size:.1%} of the training set" if isinstance(data.val_size, float) else \
+                f"{data.val_size} images of the training set"
+            dataset += f" ({held_out} held out for validation"
             dataset += f", {data.train_size} training images kept)" if data.get("train_size") else ")"
         sampler = self.spec.sampler
         return sweep_report.Context(

@@ -31,6 +31,7 @@ from imgrec.tracking import run as tracking
 from imgrec.tracking.identity import config_hash
 from imgrec.tracking.parent import ParentRun
 from imgrec.train import train
+from imgrec.validation import validate
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +131,12 @@ class Reproduction:
     def compose(self, row: Row | None, seed: int, output_dir: Path) -> DictConfig:
         what = f"row {row.name} of table {self.info.name}" if row else f"table {self.info.name}"
         with drivers.composing(f"{what} does not compose with conf/train.yaml"):
-            return config.compose(self.overrides(row, seed), output_dir)
+            cfg = config.compose(self.overrides(row, seed), output_dir)
+        try:
+            validate(cfg)
+        except ConfigError as err:
+            raise ConfigError(f"{what}: {err}") from None
+        return cfg
 
     # -- MLflow
 

@@ -1,5 +1,9 @@
 """Shared fixtures: configs composed exactly as train.py composes them, rooted in a temp dir."""
 
+import os
+import shutil
+import socket
+import subprocess
 import sys
 from pathlib import Path
 
@@ -90,3 +94,39 @@ def train_py(*args: str, cwd: Path, timeout: int = 300, env: dict | None = None)
         timeout=timeout,
         env=full_env,
     )
+
+
+PG_BIN = Path("/usr/lib/postgresql")
+
+
+def postgres_bin() -> Path | None:
+    found = sorted(PG_BIN.glob("*/bin/pg_ctl"))
+    return found[-1].parent if found else (Path(shutil.which("pg_ctl")).parent if shutil.which("pg_ctl") else None)
+
+
+@pytest.fixture
+def postgres_url():
+    """A throwaway PostgreSQL server on 127.0.0.1 (skipped where none can be started)."""
+    pytest.importorskip("psycopg", reason="pip install 'psycopg[binary]' (SQLAlchemy's postgresql:// driver)")
+    bin_dir = postgres_bin()
+    if bin_dir is None:
+        pytest.skip("no PostgreSQL server binaries (apt-get install postgresql)")
+    as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []  # initdb refuses to run as root
+    root = Path(subprocess.check_output(["mktemp", "-d", "/tmp/imgrec-pg.XXXXXX"], text=True).strip())
+    if as_user:
+        shutil.chown(root, "postgres")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    try:
+        subprocess.run([*as_user, bin_dir / "initdb", "-D", root / "data", "-A", "trust", "-U", "postgres"],
+                       check=True, capture_output=True)
+        subprocess.run([*as_user, bin_dir / "pg_ctl", "-D", root / "data", "-l", root / "log", "-w", "-o",
+                        f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off", "start"],
+                       check=True, capture_output=True)
+    except (OSError, subprocess.CalledProcessError) as err:
+        shutil.rmtree(root, ignore_errors=True)
+        pytest.skip(f"could not start PostgreSQL: {err}")
+    yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+    subprocess.run([*as_user, bin_dir / "pg_ctl", "-D", root / "data", "-m", "immediate", "stop"], capture_output=True)
+    shutil.rmtree(root, ignore_errors=True)

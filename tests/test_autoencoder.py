@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import nn
 
+from imgrec.data.pixels import Normalization
 from imgrec.errors import ConfigError
 from imgrec.models.autoencoder import ConvAutoencoder
 from imgrec.tasks.autoencoding import (
@@ -14,7 +15,6 @@ from imgrec.tasks.autoencoding import (
     knn_accuracy,
     linear_probe_accuracy,
 )
-from imgrec.data.pixels import Normalization
 from imgrec.train import train
 from tests.conftest import runs
 

@@ -7,8 +7,8 @@ import torch
 from torch import nn
 
 from imgrec.errors import ConfigError
-from imgrec.models.dcgan import DCGAN, INIT_STD
 from imgrec.hub import load_net, read_checkpoint
+from imgrec.models.dcgan import DCGAN, INIT_STD
 from imgrec.pictures import image_grid
 from imgrec.tasks.sample_quality import ClassifierFeatures, feature_stats, frechet_distance, make_inception_fid
 from imgrec.train import build_datamodule, build_task, train

@@ -6,7 +6,6 @@ Trials train tiny nets on tiny IDX data; tests of the driver's bookkeeping repla
 import math
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -19,8 +18,8 @@ from optuna.trial import TrialState
 
 import imgrec.sweep.driver as sweep_module
 from imgrec.config import CONF_DIR
-from imgrec.errors import ConfigError
 from imgrec.drivers import split_overrides
+from imgrec.errors import ConfigError
 from imgrec.sweep.driver import Sweep, default_study_name
 from imgrec.sweep.pruning import TrialReporter, launch_mode
 from imgrec.sweep.report import SURPLUS_ATTR, counted_trials
@@ -409,42 +408,6 @@ def two_workers_finish_exactly(home, tmp_path, storage: str, n_trials: int = 4) 
 @pytest.mark.slow
 def test_two_worker_processes_share_one_sqlite_study(home, tmp_path):
     two_workers_finish_exactly(home, tmp_path, f"sqlite:///{tmp_path}/shared.db")
-
-
-PG_BIN = Path("/usr/lib/postgresql")
-
-
-def postgres_bin() -> Path | None:
-    found = sorted(PG_BIN.glob("*/bin/pg_ctl"))
-    return found[-1].parent if found else (Path(shutil.which("pg_ctl")).parent if shutil.which("pg_ctl") else None)
-
-
-@pytest.fixture
-def postgres_url():
-    """A throwaway PostgreSQL server on 127.0.0.1 (skipped where none can be started)."""
-    pytest.importorskip("psycopg", reason="pip install 'psycopg[binary]' (SQLAlchemy's postgresql:// driver)")
-    bin_dir = postgres_bin()
-    if bin_dir is None:
-        pytest.skip("no PostgreSQL server binaries (apt-get install postgresql)")
-    as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []  # initdb refuses to run as root
-    root = Path(subprocess.check_output(["mktemp", "-d", "/tmp/imgrec-pg.XXXXXX"], text=True).strip())
-    if as_user:
-        shutil.chown(root, "postgres")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    try:
-        subprocess.run([*as_user, bin_dir / "initdb", "-D", root / "data", "-A", "trust", "-U", "postgres"],
-                       check=True, capture_output=True)
-        subprocess.run([*as_user, bin_dir / "pg_ctl", "-D", root / "data", "-l", root / "log", "-w", "-o",
-                        f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off", "start"],
-                       check=True, capture_output=True)
-    except (OSError, subprocess.CalledProcessError) as err:
-        shutil.rmtree(root, ignore_errors=True)
-        pytest.skip(f"could not start PostgreSQL: {err}")
-    yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
-    subprocess.run([*as_user, bin_dir / "pg_ctl", "-D", root / "data", "-m", "immediate", "stop"], capture_output=True)
-    shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.mark.slow

@@ -13,13 +13,13 @@ import csv
 import io
 from collections.abc import Sequence
 
-from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from imgrec import drivers
 from imgrec.config import default_tracking_uri
 from imgrec.errors import ConfigError, ImgrecError
 from imgrec.tracking.query import Entry, experiment_ids, leaderboard, search_all, varying_params
+from imgrec.tracking.store import open_store
 
 
 def markdown(entries: Sequence[Entry], metric: str, columns: Sequence[str]) -> str:
@@ -63,7 +63,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 def run(argv: Sequence[str]) -> None:
     args = parse_args(argv)
     tracking_uri = args.tracking_uri or default_tracking_uri()
-    client = MlflowClient(tracking_uri)
+    client = open_store(tracking_uri)
     only_finished = "attributes.status = 'FINISHED'"
     try:
         ids = experiment_ids(client, args.experiment)

@@ -23,8 +23,8 @@ import torch
 from torch import nn
 
 from imgrec import models
-from imgrec.data.pixels import Normalization
 from imgrec.config import default_tracking_uri
+from imgrec.data.pixels import Normalization
 from imgrec.errors import ConfigError, one_line
 from imgrec.tracking.run import BEST_CHECKPOINT_TAG
 
@@ -97,9 +97,10 @@ def resolve_checkpoint(uri: str, tracking_uri: str | None = None, key: str = "mo
 
 def _run_checkpoint(run_id: str, tracking_uri: str, key: str) -> Path:
     import mlflow
-    from mlflow import MlflowClient
 
-    client = MlflowClient(tracking_uri)
+    from imgrec.tracking.store import open_store
+
+    client = open_store(tracking_uri)
     local = client.get_run(run_id).data.tags.get(BEST_CHECKPOINT_TAG)
     if local and Path(local).is_file():
         return Path(local)

@@ -14,11 +14,12 @@ from rich.console import Console
 
 from imgrec import hub, models
 from imgrec.config import CONF_DIR, config_errors, register_resolvers
-from imgrec.drivers import quiet_warnings
 from imgrec.data.synthetic import SyntheticSamples
+from imgrec.drivers import quiet_warnings
 from imgrec.errors import ConfigError, ImgrecError
 from imgrec.tracking import run as tracking
 from imgrec.tracking.identity import config_hash
+from imgrec.tracking.store import open_store
 from imgrec.validation import validate
 
 log = logging.getLogger(__name__)
@@ -39,9 +40,11 @@ def train(cfg: DictConfig, callbacks: Sequence[L.Callback] = (), tags: dict[str,
     datamodule.load()  # missing or corrupted data and a split that does not fit fail here, before any MLflow run
     task = build_task(cfg, datamodule)
 
-    tracking.ensure_store(cfg.logger.tracking_uri)
+    client = open_store(cfg.logger.tracking_uri)  # created once under a lock; orphaned runs ended KILLED
+    # Created here, where losing the race to another process is handled; Lightning's logger then finds it.
+    tracking.experiment_id(client, cfg.logger.experiment_name, cfg.logger.get("artifact_location"))
     config_id, recipe_id = config_hash(cfg), config_hash(cfg, with_seed=False)
-    resume = resolve_resume(cfg, config_id)
+    resume = resolve_resume(cfg, client, config_id)
     if resume:  # keep writing checkpoints where the interrupted run wrote them
         with open_dict(cfg):
             cfg.callbacks.model_checkpoint.dirpath = str(resume.checkpoint.parent)
@@ -123,7 +126,7 @@ def build_task(cfg: DictConfig, datamodule) -> L.LightningModule:
     return task
 
 
-def resolve_resume(cfg: DictConfig, config_id: str) -> tracking.Resume | None:
+def resolve_resume(cfg: DictConfig, client, config_id: str) -> tracking.Resume | None:
     """`ckpt_path=last`: the latest unfinished run of this config, if any. A file path: checked here."""
     if cfg.ckpt_path is None:
         return None
@@ -131,7 +134,7 @@ def resolve_resume(cfg: DictConfig, config_id: str) -> tracking.Resume | None:
         if not Path(cfg.ckpt_path).is_file():
             raise ConfigError(f"ckpt_path: no such checkpoint file '{cfg.ckpt_path}'")
         return None
-    resume = tracking.find_resumable(cfg.logger.tracking_uri, cfg.logger.experiment_name, config_id)
+    resume = tracking.find_resumable(client, cfg.logger.experiment_name, config_id)
     if resume is None:
         log.warning("ckpt_path=last: no interrupted run with this configuration; starting a new run")
     else:
@@ -170,7 +173,9 @@ def print_summary(trainer: L.Trainer, cfg: DictConfig, metric: float | None, run
     console.print()
     console.print(f"[bold]MLflow run[/] {run_id} (experiment '{cfg.logger.experiment_name}')")
     console.print(f"[bold]Outputs[/]    {output_dir}")
-    console.print(f"[bold]Browse[/]     mlflow ui --backend-store-uri {cfg.logger.tracking_uri}")
+    uri = cfg.logger.tracking_uri
+    browse = uri if uri.startswith(("http://", "https://")) else f"mlflow ui --backend-store-uri {uri}"
+    console.print(f"[bold]Browse[/]     {browse}")
 
 
 def _main(cfg: DictConfig) -> float | None:

@@ -9,7 +9,7 @@ from typing import Any
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from imgrec.data import catalog
 from imgrec.data.augment import Augment
@@ -33,6 +33,27 @@ class InMemoryImages(Dataset):
     def __getitems__(self, indices: list[int]):
         index = torch.as_tensor(indices, device=self.images.device)
         return self.images[index], self.labels[index]
+
+
+class EpochShuffle(Sampler[int]):
+    """A new random order every epoch, drawn from (seed, epoch) alone, never from torch's global generator.
+
+    A run resumed at epoch k then gets the order the uninterrupted run had, whatever else drew random
+    numbers meanwhile. Lightning calls set_epoch before each training epoch (as for DistributedSampler).
+    """
+
+    def __init__(self, size: int, seed: int):
+        self.size, self.seed, self.epoch = size, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __iter__(self):
+        order = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        return iter(torch.randperm(self.size, generator=order).tolist())
 
 
 def _already_batched(batch):
@@ -178,13 +199,17 @@ class ImageDataModule(L.LightningDataModule):
         return torch.device("cpu")
 
     def _loader(self, dataset: InMemoryImages, batch_size: int, shuffle: bool) -> DataLoader:
+        # The run's seed (seed_everything set it) orders the batches; the loader's own generator only seeds
+        # worker processes, so loading data never draws from the global generator (see EpochShuffle).
+        seed = torch.initial_seed()
         return DataLoader(
             dataset,
             batch_size=batch_size,
-            shuffle=shuffle,
+            sampler=EpochShuffle(len(dataset), seed) if shuffle else None,
             num_workers=self.num_workers,
             collate_fn=_already_batched,
             persistent_workers=self.num_workers > 0,
+            generator=torch.Generator().manual_seed(seed),
         )
 
     def train_dataloader(self) -> DataLoader:

@@ -18,7 +18,6 @@ from typing import Any
 
 import optuna
 from hydra.core.hydra_config import HydraConfig
-from mlflow import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 from optuna.trial import TrialState
 
@@ -34,6 +33,7 @@ from imgrec.sweep.storage import budget_is_spent, describe_storage, heartbeat, m
 from imgrec.tracking import run as tracking
 from imgrec.tracking.identity import is_infra
 from imgrec.tracking.parent import ParentRun
+from imgrec.tracking.store import open_store
 from imgrec.train import train
 from imgrec.validation import validate
 
@@ -179,8 +179,7 @@ class Sweep:
         return created
 
     def open_parent(self, created: bool) -> None:
-        client = MlflowClient(self.base.logger.tracking_uri)
-        tracking.ensure_store(self.base.logger.tracking_uri)
+        client = open_store(self.base.logger.tracking_uri)
         run_id = self.study.user_attrs.get(PARENT_ATTR)
         deadline = self.study.user_attrs.get(CREATED_ATTR, 0) + PARENT_WAIT_S
         while run_id is None and not created and time.time() < deadline:  # the creator is publishing it

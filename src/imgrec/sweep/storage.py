@@ -10,6 +10,7 @@ from typing import Any
 
 import optuna
 import sqlalchemy
+from filelock import FileLock
 from omegaconf import DictConfig
 from optuna.trial import TrialState
 
@@ -48,9 +49,16 @@ def make_storage(url: str, spec: DictConfig) -> optuna.storages.BaseStorage:
         return optuna.storages.journal.JournalStorage(optuna.storages.journal.JournalFileBackend(str(path)))
     # SQLite: wait for the other workers' writes instead of failing on "database is locked".
     engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite:") else {"pool_pre_ping": True}
-    return retrying(lambda: optuna.storages.RDBStorage(
-        url, engine_kwargs=engine, heartbeat_interval=spec.heartbeat_interval, grace_period=spec.grace_period,
-        heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(spec.max_retry)))
+
+    def storage() -> optuna.storages.RDBStorage:
+        return optuna.storages.RDBStorage(
+            url, engine_kwargs=engine, heartbeat_interval=spec.heartbeat_interval, grace_period=spec.grace_period,
+            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(spec.max_retry))
+
+    if path is not None:  # a new SQLite file gets its tables from one worker at a time
+        with FileLock(f"{path}.lock", timeout=300):
+            return storage()
+    return retrying(storage)  # database servers: retry what lost the race to create the tables
 
 
 def retrying(action: Callable[[], Any], attempts: int = 5) -> Any:

@@ -17,7 +17,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from mlflow import MlflowClient
 from mlflow.entities import Run
 from omegaconf import DictConfig
 
@@ -30,6 +29,7 @@ from imgrec.tables.report import UNITS, RowResult, TableInfo
 from imgrec.tracking import run as tracking
 from imgrec.tracking.identity import config_hash
 from imgrec.tracking.parent import ParentRun
+from imgrec.tracking.store import open_store
 from imgrec.train import train
 from imgrec.validation import validate
 
@@ -120,8 +120,7 @@ class Reproduction:
                         for row in self.table.rows if row.skip is None for seed in range(self.info.seeds)}
         base = self.compose(None, 0, Path("unused"))
         self.root = Path(base.paths.root)
-        self.client = MlflowClient(base.logger.tracking_uri)
-        tracking.ensure_store(base.logger.tracking_uri)
+        self.client = open_store(base.logger.tracking_uri)
         self.experiment_id = tracking.experiment_id(self.client, self.table.experiment, base.logger.artifact_location)
 
     def overrides(self, row: Row | None, seed: int) -> list[str]:

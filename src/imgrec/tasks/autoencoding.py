@@ -177,6 +177,7 @@ class AutoencodingTask(Task):
         return loss
 
     def on_train_start(self) -> None:
+        super().on_train_start()  # resuming: the random generators as the checkpoint left them
         # The sanity check must not count towards the best validation PSNR.
         self.val_loss.reset()
         self.val_metrics.reset()

@@ -9,13 +9,18 @@ from torch import nn
 
 from imgrec.data.pixels import Normalization
 from imgrec.hub import NET_SPEC_KEY
+from imgrec.tasks import rng
+
+RNG_KEY = "imgrec_rng"
 
 
 class Task(L.LightningModule):
     """A LightningModule whose checkpoints carry the network's spec (imgrec.hub.NetSpec).
 
     With it, `imgrec.hub.load_net` rebuilds the trained network from the checkpoint alone (a file, an
-    MLflow run, a registered model), and `imgrec.hub.load_model` feeds it [0, 1] pixels.
+    MLflow run, a registered model), and `imgrec.hub.load_model` feeds it [0, 1] pixels. Checkpoints also
+    carry the random generators' states, restored when training resumes (`ckpt_path=last`), so that the
+    resumed run draws the batch order and augmentation the uninterrupted run would have drawn.
     """
 
     net_spec: dict[str, Any] | None = None  # set by imgrec.train.build_task: what is known before the data is read
@@ -37,13 +42,25 @@ class Task(L.LightningModule):
         self.class_names = list(class_names or range(num_classes))
         # The datamodule's: batches arrive normalized; to_pixels() undoes it for tasks that need pixels.
         self.normalization: Normalization | None = None
+        self._resumed_rng: dict[str, Any] | None = None
 
     def setup(self, stage: str) -> None:
         datamodule = getattr(self.trainer, "datamodule", None)
         if getattr(datamodule, "normalization", None) is not None:  # the datamodule's setup() ran first
             self.normalization = datamodule.normalization
 
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._resumed_rng = checkpoint.get(RNG_KEY)
+
+    def on_train_start(self) -> None:
+        """Resuming: the generators as they were when the checkpoint was written, just before the next epoch
+        draws its batch order (everything in between, the sanity check included, drew from them too)."""
+        if self._resumed_rng is not None:
+            rng.restore(self._resumed_rng)
+            self._resumed_rng = None
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint[RNG_KEY] = rng.capture()
         if self.net_spec is None:
             return
         spec = dict(self.net_spec)

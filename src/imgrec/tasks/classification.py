@@ -89,6 +89,7 @@ class ClassificationTask(Task):
         return loss, preds, labels
 
     def on_train_start(self) -> None:
+        super().on_train_start()  # resuming: the random generators as the checkpoint left them
         # The sanity check must not count towards the best validation accuracy.
         self.val_loss.reset()
         self.val_metrics.reset()

@@ -151,6 +151,7 @@ class GANTask(Task):
         return self.net.generator(z, labels if self.conditional else None)
 
     def on_train_start(self) -> None:
+        super().on_train_start()  # resuming: the random generators as the checkpoint left them
         for stage in EVAL_STAGES:  # the sanity check does not count
             for name in EVAL_METRICS:
                 getattr(self, f"{stage}_{name}").reset()

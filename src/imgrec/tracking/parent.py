@@ -9,6 +9,7 @@ from mlflow.entities import Param
 from mlflow.exceptions import MlflowException
 
 from imgrec.tracking.run import sigterm_as_interrupt
+from imgrec.tracking.store import heartbeat, process_tags
 
 
 def tag_filter(tags: dict[str, str]) -> str:
@@ -58,6 +59,8 @@ class ParentRun:
     def set_status(self, status: str) -> None:
         if status == "RUNNING":
             self.client.update_run(self.run_id, status="RUNNING")
+            for key, value in process_tags().items():  # this process owns it now (imgrec.tracking.store)
+                self.client.set_tag(self.run_id, key, value)
         else:
             self.client.set_terminated(self.run_id, status)
 
@@ -67,7 +70,7 @@ class ParentRun:
         self.set_status("RUNNING")
         status = "FAILED"
         try:
-            with sigterm_as_interrupt():
+            with sigterm_as_interrupt(), heartbeat(self.client, self.run_id):
                 yield
             status = "FINISHED"
         except (KeyboardInterrupt, SystemExit):

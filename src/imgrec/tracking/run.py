@@ -11,6 +11,7 @@ import shlex
 import signal
 import subprocess
 import sys
+import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -22,18 +23,14 @@ from mlflow.entities import RunStatus
 from mlflow.exceptions import MlflowException
 from omegaconf import DictConfig, OmegaConf
 
+from imgrec.tracking.store import heartbeat, process_tags
+
 log = logging.getLogger(__name__)
 
 CONFIG_HASH_TAG = "imgrec.config_hash"
 RECIPE_HASH_TAG = "imgrec.recipe_hash"  # the config hash without the seed: runs that differ only by seed share it
 CHECKPOINT_DIR_TAG = "imgrec.checkpoint_dir"
 BEST_CHECKPOINT_TAG = "imgrec.best_checkpoint"
-
-
-def ensure_store(tracking_uri: str) -> None:
-    """SQLite needs its folder to exist before MLflow can create the database in it."""
-    if tracking_uri.startswith("sqlite:///"):
-        Path(tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
 
 
 def experiment_id(client: MlflowClient, name: str, artifact_location: str) -> str:
@@ -48,15 +45,25 @@ def experiment_id(client: MlflowClient, name: str, artifact_location: str) -> st
         return client.get_experiment_by_name(name).experiment_id
 
 
+class RunLogger(MLFlowLogger):
+    """Lightning's MLflow logger, except that it never ends the run: Lightning would mark it FINISHED when
+    `fit` returns, before the test, so a crash during the test would leave a FINISHED run without test
+    metrics. `tracked_run` gives the run its final status instead; here only the checkpoints are logged."""
+
+    def finalize(self, status: str = "success") -> None:
+        if self._initialized and self._checkpoint_callback:
+            self._scan_and_log_checkpoints(self._checkpoint_callback)
+
+
 @dataclass(frozen=True)
 class Resume:
     run_id: str
     checkpoint: Path
 
 
-def find_resumable(tracking_uri: str, experiment_name: str, config_id: str) -> Resume | None:
-    """The latest unfinished run with this config hash whose last.ckpt still exists."""
-    client = MlflowClient(tracking_uri)
+def find_resumable(client: MlflowClient, experiment_name: str, config_id: str) -> Resume | None:
+    """The latest interrupted (KILLED or FAILED) run with this config hash that left a readable checkpoint.
+    A RUNNING run is left alone: after open_store() has ended the orphans, its process is alive."""
     experiment = client.get_experiment_by_name(experiment_name)
     if experiment is None:
         return None
@@ -65,10 +72,26 @@ def find_resumable(tracking_uri: str, experiment_name: str, config_id: str) -> R
         filter_string=f"tags.`{CONFIG_HASH_TAG}` = '{config_id}' and attributes.status != 'FINISHED'",
         order_by=["attributes.start_time DESC"],
     )
-    for run in runs:
-        checkpoint = Path(run.data.tags.get(CHECKPOINT_DIR_TAG, "")) / "last.ckpt"
-        if checkpoint.is_file():
+    for run in (r for r in runs if r.info.status in ("KILLED", "FAILED")):
+        checkpoint = readable_checkpoint(Path(run.data.tags.get(CHECKPOINT_DIR_TAG, "")))
+        if checkpoint is not None:
             return Resume(run.info.run_id, checkpoint)
+        log.warning("ckpt_path=last: run %s was interrupted before it wrote a checkpoint; it stays %s",
+                    run.info.run_id, run.info.status)
+    return None
+
+
+def readable_checkpoint(folder: Path) -> Path | None:
+    """last.ckpt, or when it is damaged (the process died while writing it) the newest other checkpoint.
+    Checkpoints are zip archives: a truncated one has no central directory at its end."""
+    if not folder.is_dir():
+        return None
+    others = sorted((p for p in folder.glob("*.ckpt") if p.name != "last.ckpt"), key=lambda p: p.stat().st_mtime)
+    for candidate in [folder / "last.ckpt", *reversed(others)]:
+        if candidate.is_file() and zipfile.is_zipfile(candidate):
+            return candidate
+        if candidate.is_file():
+            log.warning("ckpt_path=last: %s is damaged (half-written?); trying the previous checkpoint", candidate)
     return None
 
 
@@ -143,7 +166,7 @@ def tracked_run(logger: MLFlowLogger, cfg: DictConfig, tags: dict[str, str], res
         client.update_run(run_id, status=RunStatus.to_string(RunStatus.RUNNING))
     else:
         logger.log_hyperparams(flat_params(cfg))
-    for key, value in tags.items():
+    for key, value in {**tags, **process_tags()}.items():  # process tags: who owns the run while it is RUNNING
         client.set_tag(run_id, key, value)
     hydra_dir = Path(tags["hydra.output_dir"]) / ".hydra"
     if hydra_dir.is_dir():  # config.yaml, overrides.yaml, hydra.yaml
@@ -151,7 +174,7 @@ def tracked_run(logger: MLFlowLogger, cfg: DictConfig, tags: dict[str, str], res
 
     status = "FAILED"
     try:
-        with sigterm_as_interrupt():  # SIGTERM ends the run like Ctrl-C: KILLED, not RUNNING forever
+        with sigterm_as_interrupt(), heartbeat(client, run_id):  # SIGTERM ends the run like Ctrl-C: KILLED
             yield run_id
         status = "FINISHED"
     except (KeyboardInterrupt, SystemExit):

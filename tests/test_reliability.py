@@ -1,0 +1,241 @@
+"""No run lost: concurrent starts on a fresh store, kill -9 at any point, exact resume, damaged checkpoints,
+a tracking server on PostgreSQL with parallel writers, and the torchrun launcher."""
+
+import os
+import platform
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from mlflow import MlflowClient
+
+from imgrec.tasks.classification import ClassificationTask
+from imgrec.tracking import store
+from imgrec.train import train
+from tests.conftest import FAST, REPO, runs, train_py
+from tests.killer import POINTS
+
+ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}  # eight processes on two cores
+
+
+def client(home: Path) -> MlflowClient:
+    return MlflowClient(f"sqlite:///{home}/mlruns/mlflow.db")
+
+
+def launch(args: list[str], cwd: Path, env: dict[str, str] | None = None, script: str = "train.py") -> subprocess.Popen:
+    full_env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"} | ONE_THREAD | (env or {})
+    return subprocess.Popen([sys.executable, str(REPO / script), *args], cwd=cwd, env=full_env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def finish_all(processes: list[subprocess.Popen], timeout: float = 600) -> list[tuple[int, str]]:
+    results = []
+    for process in processes:
+        _, err = process.communicate(timeout=timeout)
+        results.append((process.returncode, err))
+    return results
+
+
+@pytest.mark.slow
+def test_eight_processes_start_together_on_a_fresh_store(tmp_path):
+    processes = [launch(["data=digits", "model=mlp", f"seed={seed}", *FAST], tmp_path) for seed in range(8)]
+    for code, err in finish_all(processes):
+        assert code == 0, err[-2000:]
+    finished = runs(client(tmp_path))
+    assert len(finished) == 8 and {r.info.status for r in finished} == {"FINISHED"}
+    assert all("test/acc" in r.data.metrics for r in finished)
+
+
+# -- kill -9 -------------------------------------------------------------------------------------------
+
+KILLABLE = [*FAST, "trainer.max_epochs=2", "+callbacks.killer._target_=tests.killer.KillAt"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("point", POINTS)
+def test_kill_9_at_any_point_leaves_no_running_run_and_resume_finishes_it(point, tmp_path, idx_root):
+    args = [f"data.root={idx_root}", *KILLABLE]
+    killed = train_py(*args, cwd=tmp_path, env={"IMGREC_TEST_KILL_AT": point})
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    (orphan,) = runs(client(tmp_path))
+    assert orphan.info.status == "RUNNING"  # nothing in the killed process could end it
+    assert orphan.data.tags[store.PID_TAG] and orphan.data.tags[store.HOST_TAG] == platform.node()
+
+    # Any command that opens the store ends it.
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}  # the store in cwd, as train.py's
+    listed = subprocess.run([sys.executable, str(REPO / "scripts/compare.py")], cwd=tmp_path, capture_output=True,
+                            text=True, timeout=120, env=env)
+    assert "left RUNNING" in listed.stderr
+    (ended,) = runs(client(tmp_path))
+    assert ended.info.status == "KILLED" and "is gone" in ended.data.tags[store.ENDED_BY_TAG]
+
+    resumed = train_py(*args, "ckpt_path=last", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    statuses = {r.info.run_id: r.info.status for r in runs(client(tmp_path))}
+    if point == "data":  # killed before its first checkpoint: it stays KILLED, a new run does the work
+        assert "interrupted before it wrote a checkpoint" in resumed.stdout + resumed.stderr
+        assert statuses[orphan.info.run_id] == "KILLED" and sorted(statuses.values()) == ["FINISHED", "KILLED"]
+    else:  # the same run id continues from its last checkpoint and finishes
+        assert statuses == {orphan.info.run_id: "FINISHED"}
+        steps = [m.step for m in client(tmp_path).get_metric_history(orphan.info.run_id, "val/acc")]
+        assert len(set(steps)) == 2 and "test/acc" in client(tmp_path).get_run(orphan.info.run_id).data.metrics
+
+
+def test_orphans_are_told_apart_from_live_runs():
+    now = time.time()
+    mine = store.process_tags()
+    assert store.orphan_reason(mine, now) is None  # this very process
+    assert store.orphan_reason({}, now) is None  # not opened by imgrec: not ours to end
+    with subprocess.Popen([sys.executable, "-c", "pass"]) as gone:
+        gone.wait()
+    dead = {**mine, store.PID_TAG: str(gone.pid)}
+    assert "is gone" in store.orphan_reason(dead, now)
+    reused = {**mine, store.PID_START_TAG: "1"}  # this pid, but another process started under it before
+    assert "belongs to another process" in store.orphan_reason(reused, now)
+    elsewhere = {**mine, store.HOST_TAG: "another-host"}
+    assert store.orphan_reason(elsewhere, now) is None  # its heartbeat is fresh
+    assert "no heartbeat" in store.orphan_reason(elsewhere, now + store.HEARTBEAT_STALE_S + 60)
+
+
+def test_a_running_run_beats_its_heartbeat(mlflow_client):
+    experiment = mlflow_client.create_experiment("beats")
+    run_id = mlflow_client.create_run(experiment).info.run_id
+    with store.heartbeat(mlflow_client, run_id, interval=0.2):
+        time.sleep(0.7)
+    first = int(mlflow_client.get_run(run_id).data.tags[store.HEARTBEAT_TAG])
+    assert abs(first - time.time()) < 5
+
+
+# -- exact resume --------------------------------------------------------------------------------------
+
+AUGMENTED = ["trainer.max_epochs=3", "trainer.deterministic=true", "data.augment.crop_padding=2", "data.augment.cutout=6",
+             "model.fc_dropout=0.5", "trainer.limit_train_batches=6"]
+
+
+def histories(client: MlflowClient, run_id: str) -> dict[str, dict[int, float]]:
+    """Per metric, step -> value. Resuming from a checkpoint written at the end of validation, Lightning may
+    validate that epoch again: the same value at the same step, logged twice (a different value would fail)."""
+    found = {}
+    for name in ("train/loss", "val/loss", "val/acc", "test/loss", "test/acc"):
+        points = client.get_metric_history(run_id, name)
+        assert len({(m.step, m.value) for m in points}) == len({m.step for m in points}), f"{name} differs at a step"
+        found[name] = {m.step: m.value for m in points}
+    return found
+
+
+def interrupt_at_epoch(epoch: int):
+    def on_train_epoch_start(self):
+        if self.current_epoch == epoch:
+            raise KeyboardInterrupt
+
+    return on_train_epoch_start
+
+
+def test_a_resumed_run_ends_with_the_metrics_of_the_uninterrupted_run(make_cfg, mlflow_client, idx_root, monkeypatch):
+    base = ["data=mnist", f"data.root={idx_root}", *AUGMENTED]
+    train(make_cfg(*base, "logger.experiment_name=whole"))
+    (whole,) = runs(mlflow_client, "whole")
+
+    with monkeypatch.context() as patch:  # Ctrl-C at the start of epoch 2, after epoch 1's checkpoint
+        patch.setattr(ClassificationTask, "on_train_epoch_start", interrupt_at_epoch(2))
+        with pytest.raises(SystemExit):
+            train(make_cfg(*base, "logger.experiment_name=split"))
+    train(make_cfg(*base, "logger.experiment_name=split", "ckpt_path=last"))
+    (split,) = runs(mlflow_client, "split")
+    assert split.info.status == "FINISHED"
+    assert histories(mlflow_client, split.info.run_id) == histories(mlflow_client, whole.info.run_id)
+
+
+def test_a_damaged_last_checkpoint_falls_back_to_the_previous_one(make_cfg, mlflow_client, idx_root, monkeypatch, caplog):
+    base = ["data=mnist", f"data.root={idx_root}", "trainer.max_epochs=3"]
+    with monkeypatch.context() as patch:
+        patch.setattr(ClassificationTask, "on_train_epoch_start", interrupt_at_epoch(2))
+        with pytest.raises(SystemExit):
+            train(make_cfg(*base))
+    (killed,) = runs(mlflow_client)
+    last = Path(killed.data.tags["imgrec.checkpoint_dir"]) / "last.ckpt"
+    last.write_bytes(last.read_bytes()[: last.stat().st_size // 2])  # the process died while writing it
+    with caplog.at_level("WARNING"):
+        train(make_cfg(*base, "ckpt_path=last"))
+    assert "last.ckpt is damaged" in caplog.text
+    (resumed,) = runs(mlflow_client)
+    assert resumed.info.run_id == killed.info.run_id and resumed.info.status == "FINISHED"
+
+
+def test_checkpoints_carry_the_random_generators(make_cfg, mlflow_client, idx_root):
+    train(make_cfg("data=mnist", f"data.root={idx_root}"))
+    (run,) = runs(mlflow_client)
+    checkpoint = torch.load(Path(run.data.tags["imgrec.checkpoint_dir"]) / "last.ckpt", weights_only=True)
+    assert set(checkpoint["imgrec_rng"]) == {"torch", "cuda", "numpy", "python"}
+
+
+# -- beyond one machine --------------------------------------------------------------------------------
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def mlflow_server(postgres_url, tmp_path):
+    """`mlflow server` on loopback, backed by PostgreSQL, serving artifacts itself (as a team would run it)."""
+    port = free_port()
+    server = subprocess.Popen(
+        [Path(sys.executable).parent / "mlflow", "server", "--backend-store-uri", postgres_url,
+         "--artifacts-destination", str(tmp_path / "server-artifacts"), "--host", "127.0.0.1", "--port", str(port),
+         "--workers", "2"], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                break
+        except OSError:
+            if server.poll() is not None:
+                pytest.skip(f"mlflow server did not start: {server.stderr.read()[-500:]}")
+            time.sleep(1)
+    else:
+        server.kill()
+        pytest.skip("mlflow server did not answer within 120 s")
+    yield url
+    server.terminate()
+    try:
+        server.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        server.kill()
+
+
+@pytest.mark.slow
+def test_eight_parallel_writers_to_a_tracking_server_on_postgresql(mlflow_server, tmp_path, idx_root):
+    env = {"MLFLOW_TRACKING_URI": mlflow_server}
+    processes = [launch([f"data.root={idx_root}", "model=mlp", f"seed={seed}", "logger.artifact_location=null", *FAST],
+                        tmp_path, env) for seed in range(8)]
+    for code, err in finish_all(processes):
+        assert code == 0, err[-2000:]
+    remote = MlflowClient(mlflow_server)
+    finished = runs(remote)
+    assert len(finished) == 8 and {r.info.status for r in finished} == {"FINISHED"}
+    for run in finished:
+        assert {"train/loss", "val/acc", "val/acc_best", "test/acc", "fit/epochs"} <= set(run.data.metrics)
+        assert "per_class_metrics.csv" in {a.path for a in remote.list_artifacts(run.info.run_id)}  # via the server
+
+
+@pytest.mark.slow
+def test_torchrun_launches_two_ranks_that_track_one_run(tmp_path, idx_root):
+    torchrun = Path(sys.executable).parent / "torchrun"
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"} | ONE_THREAD
+    done = subprocess.run(
+        [torchrun, "--nnodes=1", "--nproc_per_node=2", str(REPO / "train.py"), f"data.root={idx_root}",
+         "trainer.strategy=ddp", "trainer.devices=2", *FAST, "hydra.run.dir=outputs/runs/torchrun_job"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (run,) = runs(client(tmp_path))  # one run for the world, not one per rank
+    assert run.info.status == "FINISHED" and "test/acc" in run.data.metrics
+    per_class = Path(client(tmp_path).download_artifacts(run.info.run_id, "per_class_metrics.csv")).read_text()
+    support = sum(int(line.rsplit(",", 1)[1]) for line in per_class.splitlines()[1:])
+    assert support == 64  # every test image of both ranks' shards: the metrics are the whole world's

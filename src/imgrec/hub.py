@@ -15,6 +15,7 @@ Checkpoints are read with `torch.load(weights_only=True)`: a checkpoint that wou
 """
 
 import importlib.util
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -151,7 +152,9 @@ def read_checkpoint(path: Path, key: str = "model") -> dict[str, Any]:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # UnpicklingError for a hostile or foreign pickle, RuntimeError for a non-zip file
-        raise ConfigError(f"{key}: {path} is not a checkpoint imgrec can load safely: {one_line(err)[:300]}") from None
+        refused = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
+        why = f"it refers to {refused.group(1)}, which only code needs" if refused else one_line(err)[:200]
+        raise ConfigError(f"{key}: {path} is not a checkpoint imgrec can load safely: {why}") from None
 
 
 def load_net(uri: str, tracking_uri: str | None = None, key: str = "model") -> tuple[nn.Module, NetSpec]:

@@ -6,6 +6,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from imgrec.config import CONF_DIR
+from imgrec.hardware import auto_precision
 from imgrec.tasks.base import Task
 from imgrec.tasks.classification import ClassificationTask
 from imgrec.train import build_task
@@ -57,7 +58,9 @@ def test_every_trainer_composes_and_cpu_ones_build(make_cfg, trainer):
     cfg = make_cfg(f"trainer={trainer}", fast=False)
     assert cfg.trainer._target_ == "lightning.pytorch.Trainer"
     if cfg.trainer.accelerator in ("cpu", "auto") and cfg.trainer.strategy == "auto":
-        assert instantiate(cfg.trainer, logger=False, enable_checkpointing=False).max_epochs == cfg.trainer.max_epochs
+        precision = auto_precision(cfg.trainer.accelerator) if cfg.trainer.precision == "auto" else cfg.trainer.precision
+        built = instantiate(cfg.trainer, logger=False, enable_checkpointing=False, precision=precision)
+        assert built.max_epochs == cfg.trainer.max_epochs
 
 
 @pytest.mark.parametrize("group", ["experiment", "debug"])

@@ -12,7 +12,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 from rich.console import Console
 
-from imgrec import hub, models
+from imgrec import hardware, hub, models
 from imgrec.config import CONF_DIR, config_errors, register_resolvers
 from imgrec.data.synthetic import SyntheticSamples
 from imgrec.drivers import quiet_warnings
@@ -34,6 +34,12 @@ def train(cfg: DictConfig, callbacks: Sequence[L.Callback] = (), tags: dict[str,
     validate(cfg)  # a bad value fails here, in one line, before anything is built or tracked
     with open_dict(cfg):
         cfg.seed = L.seed_everything(cfg.seed, workers=True)  # a null seed is drawn here and logged
+    # The run's identity is the config as asked for: an `auto` choice is hashed as `auto`, like the device it
+    # picks for (imgrec.tracking.identity), so a table row trained on other hardware is the same row.
+    config_id, recipe_id = config_hash(cfg), config_hash(cfg, with_seed=False)
+    with open_dict(cfg):  # `auto` becomes what this hardware runs, so the run's params say what ran
+        if cfg.trainer.precision == "auto":
+            cfg.trainer.precision = hardware.auto_precision(str(cfg.trainer.accelerator))
 
     datamodule = build_datamodule(cfg)
     datamodule.prepare_data()
@@ -43,7 +49,6 @@ def train(cfg: DictConfig, callbacks: Sequence[L.Callback] = (), tags: dict[str,
     client = open_store(cfg.logger.tracking_uri)  # created once under a lock; orphaned runs ended KILLED
     # Created here, where losing the race to another process is handled; Lightning's logger then finds it.
     tracking.experiment_id(client, cfg.logger.experiment_name, cfg.logger.get("artifact_location"))
-    config_id, recipe_id = config_hash(cfg), config_hash(cfg, with_seed=False)
     resume = resolve_resume(cfg, client, config_id)
     if resume:  # keep writing checkpoints where the interrupted run wrote them
         with open_dict(cfg):
@@ -103,6 +108,10 @@ def build_task(cfg: DictConfig, datamodule) -> L.LightningModule:
     if source is not None:  # checkpoints rebuild the net from the source's spec, never from its URI again
         model_spec["source"] = parts["source"]
         del model_spec["backbone"]
+    with open_dict(cfg):
+        if cfg.memory_format == "auto":
+            cfg.memory_format = hardware.auto_memory_format(net)
+    net = net.to(memory_format=getattr(torch, cfg.memory_format))
     with config_errors("optimizer"):
         optimizer = instantiate(cfg.optimizer)
         optimizer(params=[torch.nn.Parameter(torch.zeros(1))])  # bad values (lr < 0...) fail now, not mid-fit

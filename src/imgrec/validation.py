@@ -41,6 +41,8 @@ FIXED_KEYS = {
     "seed": Rule(StrictInt | None, "an integer or null"),
     "ckpt_path": Rule(StrictStr | None, "a checkpoint path, last, or null"),
     "test": Rule(StrictBool, "true or false"),
+    "memory_format": Rule(Literal["auto", "channels_last", "contiguous_format"],
+                          "one of auto, channels_last, contiguous_format"),
     "data.root": Rule(StrictStr | None, "a folder or null"),
     "data.download": Rule(StrictBool, "true or false"),
     "data.batch_size": Rule(PositiveInt, "a positive integer"),
@@ -69,6 +71,8 @@ def validate(cfg: DictConfig) -> None:
             continue
         if key not in hints:
             raise ConfigError(f"trainer.{key} is not an argument of lightning.Trainer{_closest(key, hints)}")
+        if key == "precision" and value == "auto":  # imgrec's: train() picks it for the hardware (imgrec.hardware)
+            continue
         _check(f"trainer.{key}", value, hints[key], describe(hints[key]))
     for path, node in _targets(OmegaConf.to_container(cfg, resolve=False)):
         accepted = _arguments(node["_target_"])

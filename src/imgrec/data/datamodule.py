@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from imgrec.data import catalog
 from imgrec.data.augment import Augment
 from imgrec.data.pixels import Normalization
+from imgrec.data.splits import DataSplits, split_dataset
 from imgrec.data.synthetic import SyntheticSamples
 from imgrec.errors import ConfigError
 
@@ -59,20 +60,6 @@ class EpochShuffle(Sampler[int]):
 def _already_batched(batch):
     """collate_fn for `__getitems__` batches (module-level so worker processes can pickle it)."""
     return batch
-
-
-def channel_stats(images: torch.Tensor, chunk: int = 8192) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-channel mean and std of uint8 images in [0, 1] units, in chunks to bound memory."""
-    total = torch.zeros(images.shape[1], dtype=torch.float64)
-    total_sq = torch.zeros_like(total)
-    for start in range(0, len(images), chunk):
-        part = images[start : start + chunk].to(torch.float64).div_(255)
-        total += part.sum(dim=(0, 2, 3))
-        total_sq += part.pow(2).sum(dim=(0, 2, 3))
-    count = images.shape[0] * images.shape[2] * images.shape[3]
-    mean = total / count
-    std = (total_sq / count - mean**2).clamp_min(1e-12).sqrt()
-    return mean.float(), std.float()
 
 
 def _check_classes(classes: list[int] | None, num_classes: int) -> list[int] | None:
@@ -127,7 +114,7 @@ class ImageDataModule(L.LightningDataModule):
         except TypeError as err:
             raise ConfigError(f"data.augment: {err}") from None
         self.train_set = self.val_set = self.test_set = None
-        self._splits: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None  # set by load(), on the CPU
+        self._splits: DataSplits | None = None  # set by load(), on the CPU
         self.normalization: Normalization | None = None  # the training split's statistics, set by load()
 
     # What the model needs to know, available before any file is read.
@@ -153,24 +140,9 @@ class ImageDataModule(L.LightningDataModule):
         not fit the data, fails here (imgrec.train calls it before any MLflow run exists)."""
         if self._splits is not None:
             return
-        splits = catalog.load_dataset(self.spec.name, self.root, self.download)
-        images, labels = self._select_classes(torch.from_numpy(splits.train_images), torch.from_numpy(splits.train_labels))
-        val_count = round(self.val_size * len(labels)) if isinstance(self.val_size, float) else self.val_size
-        if not 0 < val_count < len(labels):
-            raise ConfigError(f"data.val_size={self.val_size} must leave images for both training and validation "
-                              f"(the training set has {len(labels)})")
-        # The split depends on split_seed only, so every run (any seed) validates on the same images,
-        # and data.train_size keeps the same labelled subset.
-        order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(self.split_seed))
-        train_idx, val_idx = order[val_count:], order[:val_count]
-        if self.train_size is not None:
-            if self.train_size > len(train_idx):
-                raise ConfigError(f"data.train_size={self.train_size} exceeds the {len(train_idx)} training images")
-            train_idx = train_idx[: self.train_size]
-        self.normalization = Normalization(*channel_stats(images[train_idx]))
-        test = self._select_classes(torch.from_numpy(splits.test_images), torch.from_numpy(splits.test_labels))
-        self._splits = {"train": (images[train_idx], labels[train_idx]), "val": (images[val_idx], labels[val_idx]),
-                        "test": test}
+        self._splits = split_dataset(self.spec.name, self.root, self.download, self.val_size, self.split_seed,
+                                     self.classes, self.train_size)
+        self.normalization = self._splits.normalization
 
     def setup(self, stage: str | None = None) -> None:
         """The splits, moved to the training device (fit then test: read and moved once)."""
@@ -179,17 +151,8 @@ class ImageDataModule(L.LightningDataModule):
         self.load()
         device = self._data_device()
         self.train_set, self.val_set, self.test_set = (
-            InMemoryImages(images.to(device), labels.to(device)) for images, labels in self._splits.values())
-        self._splits = {}  # the device copies are the data now (on the CPU they are the same tensors)
-
-    def _select_classes(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Keep only data.classes, relabelled 0..k-1 in the order given."""
-        if self.classes is None:
-            return images, labels
-        relabel = torch.full((self.spec.num_classes,), -1, dtype=labels.dtype)
-        relabel[torch.tensor(self.classes)] = torch.arange(len(self.classes), dtype=labels.dtype)
-        keep = relabel[labels] >= 0
-        return images[keep], relabel[labels[keep]]
+            InMemoryImages(images.to(device), labels.to(device))
+            for images, labels in (self._splits.train, self._splits.val, self._splits.test))
 
     def _data_device(self) -> torch.device:
         """The accelerator's memory when batches can be gathered there (no worker processes)."""

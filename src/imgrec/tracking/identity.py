@@ -3,7 +3,8 @@
 Infrastructure keys say where a run goes, how it is tracked or how fast it gets there, not what it
 measures. The one list below is used by the config hash (table rows and resumes find their runs by it),
 the default names of sweep studies, and the columns of leaderboards: a table row trained with its data
-in another folder, on another machine or another device is the same row.
+in another folder, on another machine or another device is the same row. For the same reason the hash is
+taken before `trainer.precision=auto` and `memory_format=auto` are resolved for the hardware at hand.
 """
 
 import hashlib

@@ -1,0 +1,71 @@
+"""A dataset's train / validation / test splits as uint8 tensors in CPU memory, and the training split's
+pixel statistics. Plain torch (no Lightning): the datamodule and the plain-PyTorch benchmark loop share it.
+"""
+
+from dataclasses import dataclass
+
+import torch
+
+from imgrec.data import catalog
+from imgrec.data.pixels import Normalization
+from imgrec.errors import ConfigError
+
+Split = tuple[torch.Tensor, torch.Tensor]  # uint8 images (N, C, H, W), int64 labels (N,)
+
+
+@dataclass(frozen=True)
+class DataSplits:
+    train: Split
+    val: Split
+    test: Split
+    normalization: Normalization  # the training split's per-channel statistics
+
+
+def channel_stats(images: torch.Tensor, chunk: int = 8192) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and std of uint8 images in [0, 1] units, in chunks to bound memory."""
+    total = torch.zeros(images.shape[1], dtype=torch.float64)
+    total_sq = torch.zeros_like(total)
+    for start in range(0, len(images), chunk):
+        part = images[start : start + chunk].to(torch.float64).div_(255)
+        total += part.sum(dim=(0, 2, 3))
+        total_sq += part.pow(2).sum(dim=(0, 2, 3))
+    count = images.shape[0] * images.shape[2] * images.shape[3]
+    mean = total / count
+    std = (total_sq / count - mean**2).clamp_min(1e-12).sqrt()
+    return mean.float(), std.float()
+
+
+def select_classes(images: torch.Tensor, labels: torch.Tensor, classes: list[int] | None, num_classes: int) -> Split:
+    """Keep only `classes`, relabelled 0..k-1 in the order given (all of them when None)."""
+    if classes is None:
+        return images, labels
+    relabel = torch.full((num_classes,), -1, dtype=labels.dtype)
+    relabel[torch.tensor(classes)] = torch.arange(len(classes), dtype=labels.dtype)
+    keep = relabel[labels] >= 0
+    return images[keep], relabel[labels[keep]]
+
+
+def split_dataset(name: str, root: str | None, download: bool, val_size: int | float, split_seed: int,
+                  classes: list[int] | None = None, train_size: int | None = None) -> DataSplits:
+    """Read the dataset and hold `val_size` training images (a count, or a fraction) out for validation.
+
+    The split depends on split_seed only, so every run (any seed) validates on the same images, and
+    `train_size` keeps the same labelled subset. A split that does not fit the data is a ConfigError.
+    """
+    files = catalog.load_dataset(name, root, download)
+    num_classes = catalog.get_spec(name).num_classes
+    images, labels = select_classes(torch.from_numpy(files.train_images), torch.from_numpy(files.train_labels),
+                                    classes, num_classes)
+    val_count = round(val_size * len(labels)) if isinstance(val_size, float) else val_size
+    if not 0 < val_count < len(labels):
+        raise ConfigError(f"data.val_size={val_size} must leave images for both training and validation "
+                          f"(the training set has {len(labels)})")
+    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(split_seed))
+    train_idx, val_idx = order[val_count:], order[:val_count]
+    if train_size is not None:
+        if train_size > len(train_idx):
+            raise ConfigError(f"data.train_size={train_size} exceeds the {len(train_idx)} training images")
+        train_idx = train_idx[:train_size]
+    test = select_classes(torch.from_numpy(files.test_images), torch.from_numpy(files.test_labels), classes, num_classes)
+    return DataSplits(train=(images[train_idx], labels[train_idx]), val=(images[val_idx], labels[val_idx]), test=test,
+                      normalization=Normalization(*channel_stats(images[train_idx])))

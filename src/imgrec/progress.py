@@ -19,9 +19,17 @@ SHOWN = (
 
 
 class EpochSummary(L.Callback):
-    """Logs e.g. `epoch 3/10  train/loss 0.3120 ... val/acc 0.9120  (epoch 24.8 s, training 2210 img/s)`."""
+    """Logs e.g. `epoch 3/10  train/loss 0.3120 ... val/acc 0.9120  (epoch 24.8 s, training 2210 img/s)`.
+
+    The line waits for the next epoch's start (or the end of training): tasks log an epoch's training
+    metrics in their own on_train_epoch_end, which Lightning calls after the callbacks'.
+    """
+
+    def __init__(self):
+        self._pending: tuple | None = None
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._report(trainer)
         self._start, self._train_seconds, self._images = time.perf_counter(), None, 0
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
@@ -35,15 +43,21 @@ class EpochSummary(L.Callback):
         if trainer.sanity_checking or not trainer.is_global_zero:
             return
         seconds = time.perf_counter() - self._start
-        train_seconds = self._train_seconds or seconds
+        rate = self._images * trainer.world_size / (self._train_seconds or seconds)
+        self._pending = (trainer.current_epoch + 1, seconds, rate)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._report(trainer)
+
+    def _report(self, trainer: L.Trainer) -> None:
+        if self._pending is None:
+            return
+        epoch, seconds, rate = self._pending
+        self._pending = None
         metrics = trainer.callback_metrics
         shown = "  ".join(f"{name} {float(metrics[name]):.4f}" for name in SHOWN if name in metrics)
         total = f"/{trainer.max_epochs}" if trainer.max_epochs and trainer.max_epochs > 0 else ""
-        rate = self._images * trainer.world_size / train_seconds
-        log.info(
-            "epoch %d%s  %s  (epoch %.1f s, training %.0f img/s)",
-            trainer.current_epoch + 1, total, shown, seconds, rate,
-        )
+        log.info("epoch %d%s  %s  (epoch %.1f s, training %.0f img/s)", epoch, total, shown, seconds, rate)
 
 
 @contextmanager

@@ -1,6 +1,8 @@
 """compose -> instantiate -> fit -> test -> log. `train(cfg)` is what train.py and sweeps call."""
 
 import logging
+import os
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -55,12 +57,15 @@ def train(cfg: DictConfig, callbacks: Sequence[L.Callback] = (), tags: dict[str,
             cfg.callbacks.model_checkpoint.dirpath = str(resume.checkpoint.parent)
 
     output_dir = cfg.paths.output_dir
+    # The progress bar on a terminal; elsewhere (logs, CI, sweeps) EpochSummary's one line per epoch.
+    bar = sys.stdout.isatty() and cfg.callbacks.get("progress_bar") is not None
     with config_errors("callbacks"):
-        callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None] + list(callbacks)
+        callbacks = [instantiate(c) for key, c in cfg.callbacks.items()
+                     if c is not None and (key != "progress_bar" or bar)] + list(callbacks)
     with config_errors("logger"):
         logger = instantiate(cfg.logger, run_name=run_name(), run_id=resume.run_id if resume else None)
     with config_errors("trainer"):
-        trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger)
+        trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger, enable_progress_bar=bar)
 
     ckpt_path = str(resume.checkpoint) if resume else cfg.ckpt_path
     if not trainer.is_global_zero:  # DDP ranks > 0 train and test; rank zero tracks
@@ -199,3 +204,14 @@ def main() -> None:
     register_resolvers()
     quiet_warnings()
     hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")(_main)()
+    exit_now()
+
+
+def exit_now() -> None:
+    """Exit a successful command without the interpreter's teardown of its modules: with Lightning and MLflow
+    loaded it takes about a second (measured: `import lightning, mlflow` alone makes exiting 1.1 s, torch 0.2 s).
+    Everything is written by then (the run ended, checkpoints closed); logs and streams are flushed here."""
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)

@@ -165,16 +165,17 @@ class AutoencodingTask(Task):
         inputs, target = self.inputs_and_targets(images, generator)
         logits = self.net(inputs)
         loss = self.criterion(logits, target)
-        mean_loss = getattr(self, f"{stage}_loss")
-        mean_loss.update(loss.detach())
-        self.log(f"{stage}/loss", mean_loss, on_step=False, on_epoch=True, prog_bar=True)
-        if stage != "train":
-            metrics = getattr(self, f"{stage}_metrics")
-            # update(), not forward(): logged per epoch, so per-batch values would be wasted work
-            metrics.update(logits.detach().float().sigmoid(), target.float())
-            for name, metric in metrics.items():
-                self.log(f"{stage}/{name}", metric, on_step=False, on_epoch=True, prog_bar=name == "psnr")
+        getattr(self, f"{stage}_loss").update(loss.detach())
+        if stage != "train":  # update(), not forward(): logged per epoch (log_stage)
+            getattr(self, f"{stage}_metrics").update(logits.detach().float().sigmoid(), target.float())
         return loss
+
+    def log_stage(self, stage: str) -> None:
+        metrics = {"loss": getattr(self, f"{stage}_loss"), **(getattr(self, f"{stage}_metrics") if stage != "train" else {})}
+        self.log_epoch(stage, metrics, prog_bar=("loss", "psnr"))
+
+    def on_train_epoch_end(self) -> None:
+        self.log_stage("train")
 
     def on_train_start(self) -> None:
         super().on_train_start()  # resuming: the random generators as the checkpoint left them
@@ -195,6 +196,7 @@ class AutoencodingTask(Task):
     def on_validation_epoch_end(self) -> None:
         self.val_psnr_best(self.val_metrics["psnr"].compute())
         self.log("val/psnr_best", self.val_psnr_best.compute(), sync_dist=True, prog_bar=True)
+        self.log_stage("val")
         if self.trainer.is_global_zero and not self.trainer.sanity_checking:
             self.log_reconstructions()
 
@@ -225,6 +227,7 @@ class AutoencodingTask(Task):
         return torch.cat(parts)
 
     def on_test_epoch_end(self) -> None:
+        self.log_stage("test")
         # Every DDP rank holds the whole dataset and the same weights, so each computes the same
         # value; none waits on another.
         datamodule = self.trainer.datamodule

@@ -77,16 +77,16 @@ class ClassificationTask(Task):
     def model_step(self, batch, stage: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         images, labels = batch
         logits = self(images)
-        loss = self.criterion(logits, labels)
+        loss = self.criterion(logits.float(), labels)  # in fp32 under bf16 autocast too
         preds = logits.argmax(dim=1)
-        # update(), not forward(): metrics are logged per epoch, so per-batch values would be wasted work
-        mean_loss, metrics = getattr(self, f"{stage}_loss"), getattr(self, f"{stage}_metrics")
-        mean_loss.update(loss.detach())
-        metrics.update(preds, labels)
-        self.log(f"{stage}/loss", mean_loss, on_step=False, on_epoch=True, prog_bar=True)
-        for name, metric in metrics.items():
-            self.log(f"{stage}/{name}", metric, on_step=False, on_epoch=True, prog_bar=name == "acc")
+        # update(), not forward(): metrics are logged per epoch (log_stage), so per-batch values would be wasted work
+        getattr(self, f"{stage}_loss").update(loss.detach())
+        getattr(self, f"{stage}_metrics").update(preds, labels)
         return loss, preds, labels
+
+    def log_stage(self, stage: str) -> None:
+        self.log_epoch(stage, {"loss": getattr(self, f"{stage}_loss"), **getattr(self, f"{stage}_metrics")},
+                       prog_bar=("loss", "acc"))
 
     def on_train_start(self) -> None:
         super().on_train_start()  # resuming: the random generators as the checkpoint left them
@@ -102,9 +102,13 @@ class ClassificationTask(Task):
     def validation_step(self, batch, batch_idx: int) -> None:
         self.model_step(batch, "val")
 
+    def on_train_epoch_end(self) -> None:
+        self.log_stage("train")
+
     def on_validation_epoch_end(self) -> None:
         self.val_acc_best(self.val_metrics["acc"].compute())
         self.log("val/acc_best", self.val_acc_best.compute(), sync_dist=True, prog_bar=True)
+        self.log_stage("val")
 
     def test_step(self, batch, batch_idx: int) -> None:
         _, preds, labels = self.model_step(batch, "test")
@@ -112,6 +116,7 @@ class ClassificationTask(Task):
         self.test_per_class.update(preds, labels)
 
     def on_test_epoch_end(self) -> None:
+        self.log_stage("test")
         # compute() gathers across DDP ranks, so every rank calls it; rank zero renders the report.
         self.test_report = {
             "confusion": self.test_confusion.compute().cpu(),

@@ -184,12 +184,12 @@ class GANTask(Task):
         self._step_schedulers("step")
 
         values = {"loss_d": loss_d, "loss_g": loss_g, "d_real": real_logits.sigmoid(), "d_fake": fake_logits.sigmoid()}
-        for name in TRAIN_METRICS:
-            metric = getattr(self, f"train_{name}")
-            metric.update(values[name].detach().float())
-            self.log(f"train/{name}", metric, on_step=False, on_epoch=True, prog_bar=name.startswith("loss"))
+        for name in TRAIN_METRICS:  # logged per epoch (on_train_epoch_end)
+            getattr(self, f"train_{name}").update(values[name].detach().float())
 
     def on_train_epoch_end(self) -> None:
+        self.log_epoch("train", {name: getattr(self, f"train_{name}") for name in TRAIN_METRICS},
+                       prog_bar=("loss_d", "loss_g"))
         self._step_schedulers("epoch")  # after validation, so a plateau schedule sees this epoch's metric
 
     def _step_schedulers(self, interval: str) -> None:
@@ -224,10 +224,8 @@ class GANTask(Task):
         labels = labels if self.conditional else None
         real = self.normalization.to_symmetric(images)
         fake = self.net.generator(self._eval_noise(len(real), EVAL_NOISE_SEED + batch_idx), labels)
-        for name, inputs in (("d_real", real), ("d_fake", fake)):
-            metric = getattr(self, f"{stage}_{name}")
-            metric.update(self.net.discriminator(inputs, labels).sigmoid().float())
-            self.log(f"{stage}/{name}", metric, on_step=False, on_epoch=True, prog_bar=name == "d_real")
+        for name, inputs in (("d_real", real), ("d_fake", fake)):  # logged per epoch (_log_eval)
+            getattr(self, f"{stage}_{name}").update(self.net.discriminator(inputs, labels).sigmoid().float())
         if not self.trainer.sanity_checking and self.quality.needs_real(stage):
             self.quality.add_real(stage, self.normalization.to_pixels(images))
 
@@ -240,12 +238,16 @@ class GANTask(Task):
     def on_validation_epoch_end(self) -> None:
         if self.trainer.sanity_checking:
             return
-        self._log_quality("val")
+        self._log_eval("val")
         if self.trainer.is_global_zero:
             self.log_sample_grid()
 
     def on_test_epoch_end(self) -> None:
-        self._log_quality("test")
+        self._log_eval("test")
+
+    def _log_eval(self, stage: str) -> None:
+        self.log_epoch(stage, {name: getattr(self, f"{stage}_{name}") for name in EVAL_METRICS}, prog_bar=("d_real",))
+        self._log_quality(stage)
 
     def generate(self, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
         """`n` images in [-1, 1] from seeded noise, in eval-batch chunks, and their labels (classes in turn)."""

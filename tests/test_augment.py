@@ -1,6 +1,8 @@
+import math
+
 import torch
 
-from imgrec.data.augment import Augment, cutout, random_crop, random_hflip
+from imgrec.data.augment import Augment, cutout, random_crop, random_hflip, random_rotation, rotate
 
 
 def coordinate_images(n: int = 64, c: int = 2, size: int = 8) -> torch.Tensor:
@@ -62,3 +64,21 @@ def test_augment_is_reproducible_under_a_seed():
     a = aug(images)
     torch.manual_seed(1)
     assert torch.equal(a, aug(images))
+
+
+def test_rotation_by_a_quarter_turn_is_rot90_and_by_zero_is_the_identity():
+    images = torch.randn(3, 2, 8, 8)
+    assert torch.allclose(rotate(images, torch.zeros(3)), images, atol=1e-5)
+    assert torch.allclose(rotate(images, torch.full((3,), math.pi / 2)), torch.rot90(images, -1, (2, 3)), atol=1e-5)
+
+
+def test_random_rotation_keeps_shape_and_range_and_draws_per_image():
+    torch.manual_seed(0)
+    images = torch.rand(64, 3, 16, 16) + 0.5  # in [0.5, 1.5]: the zeros brought in from outside stand apart
+    rotated = random_rotation(images, degrees=30)
+    assert rotated.shape == images.shape
+    assert rotated.min() >= 0 and rotated.max() <= images.max() + 1e-6  # bilinear: within what it mixes
+    assert random_rotation(images, degrees=0) is images
+    corners_zeroed = (rotated[:, :, 0, 0] == 0).float().mean()
+    assert 0 < corners_zeroed < 1  # some images turned far enough to leave a corner empty, not all the same way
+    assert (rotated[:, :, 4:12, 4:12] > 0.4).all()  # the centre stays inside the frame

@@ -117,6 +117,8 @@ def build_task(cfg: DictConfig, datamodule) -> L.LightningModule:
         if cfg.memory_format == "auto":
             cfg.memory_format = hardware.auto_memory_format(net)
     net = net.to(memory_format=getattr(torch, cfg.memory_format))
+    if cfg.compile:  # in place: the module (and its checkpoint keys) stay the same; the first batches compile
+        net.compile()
     with config_errors("optimizer"):
         optimizer = instantiate(cfg.optimizer)
         optimizer(params=[torch.nn.Parameter(torch.zeros(1))])  # bad values (lr < 0...) fail now, not mid-fit

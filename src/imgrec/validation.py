@@ -41,6 +41,7 @@ FIXED_KEYS = {
     "seed": Rule(StrictInt | None, "an integer or null"),
     "ckpt_path": Rule(StrictStr | None, "a checkpoint path, last, or null"),
     "test": Rule(StrictBool, "true or false"),
+    "compile": Rule(StrictBool, "true or false"),
     "memory_format": Rule(Literal["auto", "channels_last", "contiguous_format"],
                           "one of auto, channels_last, contiguous_format"),
     "data.root": Rule(StrictStr | None, "a folder or null"),

@@ -4,10 +4,29 @@ Each op draws per-sample randomness from torch's RNG (seeded by `seed_everything
 loops over samples in Python, so augmenting a batch costs a few kernel launches.
 """
 
+import math
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+
+
+def rotate(images: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
+    """Rotate each (square) image by its angle in radians about its centre (clockwise as displayed): bilinear
+    sampling through one batched affine grid, zeros where the rotated image leaves the frame."""
+    cos, sin, zero = angles.cos(), angles.sin(), torch.zeros_like(angles)
+    # affine_grid maps output to input coordinates, (x, y) in [-1, 1]: the inverse rotation
+    theta = torch.stack([torch.stack([cos, sin, zero], 1), torch.stack([-sin, cos, zero], 1)], 1)
+    grid = F.affine_grid(theta.to(images.dtype), list(images.shape), align_corners=False)
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def random_rotation(images: torch.Tensor, degrees: float) -> torch.Tensor:
+    """Rotate each image by an angle drawn uniformly from [-degrees, degrees]."""
+    if degrees <= 0:
+        return images
+    angles = (torch.rand(images.shape[0], device=images.device) * 2 - 1) * math.radians(degrees)
+    return rotate(images, angles)
 
 
 def random_crop(images: torch.Tensor, padding: int) -> torch.Tensor:
@@ -52,8 +71,10 @@ class Augment:
     crop_padding: int = 0
     hflip: bool = False
     cutout: int = 0
+    rotation: float = 0.0  # degrees, either way
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        images = random_rotation(images, self.rotation)
         images = random_crop(images, self.crop_padding)
         if self.hflip:
             images = random_hflip(images)

@@ -49,13 +49,16 @@ class ClassificationTask(Task):
         *args,
         loss: str = "cross_entropy",
         label_smoothing: float = 0.1,
+        tta_flip: bool = False,
         **kwargs,
     ):
+        """`tta_flip`: at validation and test, average the logits of each image and its mirror image."""
         super().__init__(*args, **kwargs)  # net, optimizer, scheduler, num_classes, class_names: see Task
         if loss not in LOSSES:
             raise ValueError(f"task.loss: unknown '{loss}'; choose one of {', '.join(LOSSES)}")
         self.loss_name = loss
         self.label_smoothing = label_smoothing if loss == "label_smoothing" else 0.0
+        self.tta_flip = tta_flip
 
         for stage in STAGES:  # attributes, not a ModuleDict: its key "train" would shadow Module.train()
             setattr(self, f"{stage}_metrics", summary_metrics(self.num_classes))
@@ -76,8 +79,10 @@ class ClassificationTask(Task):
 
     def model_step(self, batch, stage: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         images, labels = batch
-        logits = self(images)
-        loss = self.criterion(logits.float(), labels)  # in fp32 under bf16 autocast too
+        logits = self(images).float()  # loss and metrics in fp32, under bf16 autocast too
+        if self.tta_flip and stage != "train":
+            logits = (logits + self(images.flip(3)).float()) / 2
+        loss = self.criterion(logits, labels)
         preds = logits.argmax(dim=1)
         # update(), not forward(): metrics are logged per epoch (log_stage), so per-batch values would be wasted work
         getattr(self, f"{stage}_loss").update(loss.detach())

@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 FASHION_MNIST := /usr/share/datasets/fashion-mnist
 
-.PHONY: setup data train test ui clean
+.PHONY: setup data train test ui serve clean
 
 setup: $(BIN)/.installed data
 
@@ -31,6 +31,14 @@ test: setup
 
 ui: setup
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db
+
+# make serve MODEL=models:/fmnist-cnn@champion [PORT=5001]: POST /invocations {"inputs": N x C x H x W [0, 1] floats}
+# (--env-manager local: this venv, nothing downloaded; the venv's bin on PATH, where mlflow finds uvicorn)
+PORT ?= 5001
+serve: setup
+	@[ -n "$(MODEL)" ] || { echo "usage: make serve MODEL=models:/<name>@<alias> [PORT=5001]"; exit 2; }
+	PATH="$(abspath $(BIN)):$$PATH" MLFLOW_TRACKING_URI=$${MLFLOW_TRACKING_URI:-sqlite:///mlruns/mlflow.db} \
+	  $(BIN)/mlflow models serve -m "$(MODEL)" --env-manager local -h 127.0.0.1 -p $(PORT)
 
 clean:
 	rm -rf outputs mlruns .pytest_cache

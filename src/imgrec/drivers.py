@@ -4,7 +4,7 @@ A driver takes `key=value` overrides: its own (`sweep=...`, `table.seeds=3`) and
 run it starts (`model=resnet20`, `data.root=...`). Here, once: splitting them, composition errors as one
 line, the framework warnings that are only noise, and `main`: logging, `-h`, one-line errors and a clear
 word on Ctrl-C. SIGTERM ends tracked work like Ctrl-C (imgrec.tracking.run.sigterm_as_interrupt), and
-parent runs are found or created by imgrec.tracking.parent.
+parent and child runs are opened by imgrec.tracking.driver_run.
 """
 
 import logging
@@ -12,11 +12,16 @@ import sys
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import yaml
 from hydra.errors import HydraException
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from imgrec import config
 from imgrec.config import hydra_message, override_key, register_resolvers
 from imgrec.errors import ConfigError, ImgrecError
 
@@ -47,10 +52,62 @@ def composing(what: str = "") -> Iterator[None]:
         raise ConfigError(f"{what}{': ' if what else ''}{hydra_message(err)}") from None
 
 
+def compose(config_name: str, argv: Sequence[str], plain_keys: Sequence[str] = ()) -> DictConfig:
+    """A driver's own config (conf/<config_name>.yaml) with the command line's overrides, or one ConfigError line.
+    `plain_keys` are set as plain strings after composing: `model=runs:/<id>` names a trained model here, while
+    Hydra would take `model` for the config group of that name in conf/."""
+    plain = {override_key(a): a.split("=", 1)[1] for a in argv if "=" in a and override_key(a) in plain_keys}
+    with composing():
+        cfg = config.compose_driver(config_name, [a for a in argv if override_key(a) not in plain])
+    for key, value in plain.items():
+        OmegaConf.update(cfg, key, value, force_add=True)
+    return cfg
+
+
+@dataclass
+class ModelJob:
+    """Where a script that uses a trained model (`model=<uri>`) starts: the model, on [0, 1] pixels; the run
+    that trained it (its results become that run's child runs); and `outputs/<verb>/<run id>/` for its files."""
+
+    cfg: DictConfig
+    model: Any  # imgrec.hub.PixelModel
+    source_run_id: str | None
+    out_dir: Path
+    client: Any  # MlflowClient
+
+    @classmethod
+    def open(cls, cfg: DictConfig, verb: str) -> "ModelJob":
+        from mlflow.exceptions import MlflowException
+
+        from imgrec import hub
+        from imgrec.tracking.store import open_store
+
+        model = hub.load_model(str(cfg.model), cfg.logger.tracking_uri, key="model")
+        client = open_store(cfg.logger.tracking_uri)
+        run_id = model.spec.run_id
+        try:
+            if run_id:
+                client.get_run(run_id)
+        except MlflowException:  # a checkpoint from another store: its run is not here
+            run_id = None
+        name = run_id or Path(str(cfg.model)).stem.replace(":", "_")
+        return cls(cfg, model, run_id, Path(cfg.paths.root) / "outputs" / verb / name, client)
+
+    def child_run(self, name: str, params: dict[str, Any]):
+        """A DriverRun under the source run (tagged imgrec.source_run), named `name`."""
+        from imgrec.tracking.driver_run import DriverRun
+
+        tags = {"mlflow.runName": name, "imgrec.role": name.split("-")[0], "imgrec.model_uri": str(self.cfg.model)}
+        return DriverRun.child_of(self.client, self.source_run_id, name, tags, params,
+                                  experiment_name=self.cfg.logger.experiment_name)
+
+
 def quiet_warnings() -> None:
     """Silence what the frameworks say that is not the user's concern, by its exact message."""
     # Lightning 2.6 calls an API torch 2.13 deprecates, once per run.
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+    # torch.onnx's exporter says, at every export, that torchvision (never installed here) is missing.
+    logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
 
 
 def main(run: Callable[[list[str]], object], argv: Sequence[str] | None, usage: str | None = None,

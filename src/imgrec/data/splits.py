@@ -69,3 +69,18 @@ def split_dataset(name: str, root: str | None, download: bool, val_size: int | f
     test = select_classes(torch.from_numpy(files.test_images), torch.from_numpy(files.test_labels), classes, num_classes)
     return DataSplits(train=(images[train_idx], labels[train_idx]), val=(images[val_idx], labels[val_idx]), test=test,
                       normalization=Normalization(*channel_stats(images[train_idx])))
+
+
+def labelled_test_split(data: str, class_names: tuple[str, ...] | None, root: str | None, download: bool = False) -> Split:
+    """The test split a model was trained for: dataset `data`, only its classes (relabelled in the model's order,
+    as data.classes left them), for checks and evaluations of a trained model (imgrec.hub.NetSpec gives both)."""
+    spec = catalog.get_spec(data)
+    classes = None
+    if class_names is not None and tuple(class_names) != tuple(spec.class_names):
+        unknown = [n for n in class_names if n not in spec.class_names]
+        if unknown:
+            raise ConfigError(f"the model's classes {unknown} are not classes of {data}")
+        classes = [spec.class_names.index(n) for n in class_names]
+    files = catalog.load_dataset(data, root, download)
+    return select_classes(torch.from_numpy(files.test_images), torch.from_numpy(files.test_labels), classes,
+                          spec.num_classes)

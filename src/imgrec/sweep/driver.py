@@ -32,7 +32,7 @@ from imgrec.sweep.space import encode_choice, first_point, override_value, parse
 from imgrec.sweep.storage import budget_is_spent, describe_storage, heartbeat, make_storage, retrying, within_budget
 from imgrec.tracking import run as tracking
 from imgrec.tracking.identity import is_infra
-from imgrec.tracking.parent import ParentRun
+from imgrec.tracking.driver_run import DriverRun
 from imgrec.tracking.store import open_store
 from imgrec.train import train
 from imgrec.validation import validate
@@ -189,10 +189,10 @@ class Sweep:
             raise ConfigError(f"study '{self.study_name}' in {self.storage_id} was run with another base, space, metric "
                               f"or overrides ({self.study.user_attrs.get('imgrec.overrides')}); to start a new study "
                               "pass sweep.study_name=NEW_NAME")
-        self.parent = ParentRun(client, run_id) if run_id else None
+        self.parent = DriverRun(client, run_id) if run_id else None
         if self.parent is None or not self.parent.usable():  # the creator died first, or the run was deleted
             experiment = tracking.experiment_id(client, self.base.logger.experiment_name, self.base.logger.artifact_location)
-            self.parent = ParentRun.find_or_create(
+            self.parent = DriverRun.find_or_create(
                 client, experiment, f"sweep-{self.study_name}", {"imgrec.study": self.study_name, "imgrec.storage": self.storage_id},
                 extra_tags={"imgrec.role": "sweep", "imgrec.sweep": self.name, "mlflow.note.content": self.spec.question,
                             "command": " ".join(["sweep.py", *sys.argv[1:]])},

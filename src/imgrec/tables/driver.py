@@ -28,7 +28,7 @@ from imgrec.tables import report
 from imgrec.tables.report import UNITS, RowResult, TableInfo
 from imgrec.tracking import run as tracking
 from imgrec.tracking.identity import config_hash
-from imgrec.tracking.parent import ParentRun
+from imgrec.tracking.driver_run import DriverRun
 from imgrec.tracking.store import open_store
 from imgrec.train import train
 from imgrec.validation import validate
@@ -150,9 +150,9 @@ class Reproduction:
                                        order_by=["attributes.start_time DESC"])
         return runs[0] if runs else None
 
-    def open_parent(self) -> ParentRun:
+    def open_parent(self) -> DriverRun:
         """The table's parent run for this budget: found by its tags, created the first time."""
-        return ParentRun.find_or_create(
+        return DriverRun.find_or_create(
             self.client, self.experiment_id, f"table-{self.info.name}-{self.info.budget}",
             {"imgrec.role": "table", TABLE_TAG: self.info.name, BUDGET_TAG: self.info.budget},
             extra_tags={"mlflow.note.content": f"{self.info.title}, budget {self.info.budget}"})

@@ -1,4 +1,5 @@
-"""Parent runs: one MLflow run that groups the runs of a sweep, a table or any driver, found again by its tags."""
+"""Runs a driver opens itself, not through Lightning: the parent run that groups a sweep's or a table's runs
+(found again by its tags), or the child run a script logs under the run of the model it used."""
 
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,13 +17,15 @@ def tag_filter(tags: dict[str, str]) -> str:
     return " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())
 
 
-class ParentRun:
+class DriverRun:
+    """One MLflow run with its lifecycle: RUNNING while `running()` lasts, then a final status."""
+
     def __init__(self, client: MlflowClient, run_id: str):
         self.client, self.run_id = client, run_id
 
     @classmethod
     def create(cls, client: MlflowClient, experiment_id: str, name: str, tags: dict[str, str],
-               params: dict[str, Any] | None = None) -> "ParentRun":
+               params: dict[str, Any] | None = None) -> "DriverRun":
         run = client.create_run(experiment_id, run_name=name, tags=tags)
         if params:
             client.log_batch(run.info.run_id, params=[Param(k, str(v)[:6000]) for k, v in params.items()])
@@ -37,11 +40,23 @@ class ParentRun:
 
     @classmethod
     def find_or_create(cls, client: MlflowClient, experiment_id: str, name: str, tags: dict[str, str],
-                       extra_tags: dict[str, str] | None = None, params: dict[str, Any] | None = None) -> "ParentRun":
+                       extra_tags: dict[str, str] | None = None, params: dict[str, Any] | None = None) -> "DriverRun":
         """The run with `tags`, created (with `extra_tags` and `params` too) the first time."""
         found = cls.find(client, experiment_id, tags)
         return cls(client, found) if found else cls.create(client, experiment_id, name, {**tags, **(extra_tags or {})},
                                                            params)
+
+    @classmethod
+    def child_of(cls, client: MlflowClient, source_run_id: str | None, name: str, tags: dict[str, str],
+                 params: dict[str, Any] | None = None, experiment_name: str = "imgrec") -> "DriverRun":
+        """A new run under `source_run_id` (in its experiment); without a source run, a top-level run."""
+        if source_run_id:
+            experiment_id = client.get_run(source_run_id).info.experiment_id
+            tags = {"mlflow.parentRunId": source_run_id, "imgrec.source_run": source_run_id, **tags}
+        else:
+            experiment = client.get_experiment_by_name(experiment_name)
+            experiment_id = experiment.experiment_id if experiment else client.create_experiment(experiment_name)
+        return cls.create(client, experiment_id, name, tags, params)
 
     def usable(self) -> bool:
         try:

@@ -1,7 +1,6 @@
 """Where a study lives (SQLite, journal file, PostgreSQL/MySQL), its exact budget across workers, heartbeats."""
 
 import random
-import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -15,6 +14,7 @@ from omegaconf import DictConfig
 from optuna.trial import TrialState
 
 from imgrec.errors import ConfigError
+from imgrec.repeating import repeating
 from imgrec.sweep.report import is_retry, is_surplus
 
 
@@ -99,18 +99,7 @@ def heartbeat(storage: optuna.storages.BaseStorage, trial: optuna.Trial) -> Iter
     if not interval:
         yield
         return
-    stop = threading.Event()
-
-    def beat() -> None:
-        while True:
-            storage.record_heartbeat(trial._trial_id)  # Optuna's own HeartbeatThread uses the same id
-            if stop.wait(interval):
-                return
-
-    thread = threading.Thread(target=beat, name=f"heartbeat-trial-{trial.number}", daemon=True)
-    thread.start()
-    try:
+    # Optuna's own HeartbeatThread records with the same id
+    with repeating(lambda: storage.record_heartbeat(trial._trial_id), interval, name=f"heartbeat-trial-{trial.number}",
+                   at_start=True):
         yield
-    finally:
-        stop.set()
-        thread.join()

@@ -14,14 +14,13 @@ Every imgrec command opens its store with `open_store(uri)`:
 import logging
 import os
 import platform
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 from filelock import FileLock
 from mlflow import MlflowClient
+
+from imgrec.repeating import repeating
 
 log = logging.getLogger(__name__)
 
@@ -109,22 +108,13 @@ def reap_orphans(client: MlflowClient) -> list[str]:
     return reaped
 
 
-@contextmanager
-def heartbeat(client: MlflowClient, run_id: str, interval: float = HEARTBEAT_S) -> Iterator[None]:
+def heartbeat(client: MlflowClient, run_id: str, interval: float = HEARTBEAT_S):
     """Refresh the run's heartbeat tag every `interval` seconds while the block runs (a daemon thread)."""
-    stop = threading.Event()
 
     def beat() -> None:
-        while not stop.wait(interval):
-            try:
-                client.set_tag(run_id, HEARTBEAT_TAG, str(int(time.time())))
-            except Exception as err:  # a busy store must not kill training; the next beat tries again
-                log.debug("heartbeat of run %s failed: %s", run_id, err)
+        try:
+            client.set_tag(run_id, HEARTBEAT_TAG, str(int(time.time())))
+        except Exception as err:  # a busy store must not kill training; the next beat tries again
+            log.debug("heartbeat of run %s failed: %s", run_id, err)
 
-    thread = threading.Thread(target=beat, name=f"mlflow-heartbeat-{run_id[:8]}", daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join()
+    return repeating(beat, interval, name=f"mlflow-heartbeat-{run_id[:8]}")

@@ -130,3 +130,19 @@ def postgres_url():
     yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
     subprocess.run([*as_user, bin_dir / "pg_ctl", "-D", root / "data", "-m", "immediate", "stop"], capture_output=True)
     shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def trained_classifier(make_cfg, mlflow_client, idx_root, tmp_path) -> dict:
+    """A small CNN trained for one epoch on tiny MNIST-format data: its run and where things are."""
+    from imgrec.train import train
+
+    train(make_cfg("data=mnist", f"data.root={idx_root}", "model.channels=[8,16]", "model.fc=[32]"))
+    (run,) = runs(mlflow_client)
+    return {"uri": f"runs:/{run.info.run_id}", "run": run, "home": tmp_path, "data_root": idx_root,
+            "tracking": f"sqlite:///{tmp_path}/mlruns/mlflow.db"}
+
+
+def model_job_args(c: dict) -> list[str]:
+    """What a script that takes `model=<uri>` needs to find the trained_classifier and write beside it."""
+    return [f"model={c['uri']}", f"paths.root={c['home']}", f"logger.tracking_uri={c['tracking']}"]

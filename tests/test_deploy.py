@@ -19,23 +19,9 @@ from PIL import Image
 from imgrec.deploy import bench, export, predict
 from imgrec.deploy.images import read_image
 from imgrec.hub import load_model
-from imgrec.train import train
-from tests.conftest import REPO, runs
+from tests.conftest import REPO, model_job_args as common, runs
 
 pytest.importorskip("onnxruntime", reason="pip install onnx onnxruntime onnxscript (the deploy extra)")
-
-
-@pytest.fixture
-def classifier(make_cfg, mlflow_client, idx_root, tmp_path) -> dict:
-    """A small CNN trained for one epoch on tiny MNIST-format data: its run and where things are."""
-    train(make_cfg("data=mnist", f"data.root={idx_root}", "model.channels=[8,16]", "model.fc=[32]"))
-    (run,) = runs(mlflow_client)
-    return {"uri": f"runs:/{run.info.run_id}", "run": run, "home": tmp_path, "data_root": idx_root,
-            "tracking": f"sqlite:///{tmp_path}/mlruns/mlflow.db"}
-
-
-def common(c: dict) -> list[str]:
-    return [f"model={c['uri']}", f"paths.root={c['home']}", f"logger.tracking_uri={c['tracking']}"]
 
 
 def image_folder(root: Path) -> Path:
@@ -51,17 +37,18 @@ def image_folder(root: Path) -> Path:
     return folder
 
 
-def test_predict_reads_every_layout_names_what_it_cannot_read_and_matches_the_model(classifier, tmp_path, monkeypatch):
+def test_predict_reads_every_layout_names_what_it_cannot_read_and_matches_the_model(trained_classifier, tmp_path,
+                                                                                    monkeypatch):
     monkeypatch.chdir(tmp_path)
     folder = image_folder(tmp_path)
     output = tmp_path / "preds.csv"
     with pytest.raises(SystemExit) as exit_code:
-        predict.run([*common(classifier), f"inputs={folder}", f"output={output}", "topk=3"])
+        predict.run([*common(trained_classifier), f"inputs={folder}", f"output={output}", "topk=3"])
     assert exit_code.value.code == 1  # notes.png could not be read; the others were predicted
     rows = list(csv.DictReader(output.open()))
     assert [Path(r["file"]).name for r in rows] == ["array.npy", "gray.png", "rgb.bmp", "rgb.jpg"]
     assert list(rows[0]) == ["file", "pred", "prob", "pred_2", "prob_2", "pred_3", "prob_3"]
-    model = load_model(classifier["uri"], classifier["tracking"])
+    model = load_model(trained_classifier["uri"], trained_classifier["tracking"])
     for row in rows:
         image = read_image(Path(row["file"]), model.spec.in_shape)
         assert image.shape == (1, 28, 28) and 0 <= image.min() and image.max() <= 1
@@ -71,26 +58,26 @@ def test_predict_reads_every_layout_names_what_it_cannot_read_and_matches_the_mo
         assert float(row["prob"]) >= float(row["prob_2"]) >= float(row["prob_3"])
     as_json = tmp_path / "preds.json"
     with pytest.raises(SystemExit):
-        predict.run([*common(classifier), f"inputs={folder}/*.png", f"output={as_json}", "topk=1"])
+        predict.run([*common(trained_classifier), f"inputs={folder}/*.png", f"output={as_json}", "topk=1"])
     assert [Path(r["file"]).name for r in json.loads(as_json.read_text())] == ["gray.png"]
 
 
-def test_a_command_line_without_an_image_folder_is_one_line(classifier, tmp_path):
-    done = subprocess.run([sys.executable, str(REPO / "scripts/predict.py"), *common(classifier),
+def test_a_command_line_without_an_image_folder_is_one_line(trained_classifier, tmp_path):
+    done = subprocess.run([sys.executable, str(REPO / "scripts/predict.py"), *common(trained_classifier),
                            f"inputs={tmp_path}/nowhere"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 1 and done.stderr.strip().splitlines()[-1].startswith("error: inputs: no such file")
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["onnx", "pt2", "int8"])
-def test_every_export_round_trips_with_its_parity_check(classifier, tmp_path, kind):
+def test_every_export_round_trips_with_its_parity_check(trained_classifier, tmp_path, kind):
     output = tmp_path / f"model.{kind}"
-    export.run([*common(classifier), f"format={kind}", f"output={output}", f"data.root={classifier['data_root']}",
+    export.run([*common(trained_classifier), f"format={kind}", f"output={output}", f"data.root={trained_classifier['data_root']}",
                 "calibration_images=64"])
     assert output.stat().st_size > 0
-    (tracked,) = [r for r in runs(MlflowClient(classifier["tracking"])) if r.info.run_name == f"export-{kind}"]
+    (tracked,) = [r for r in runs(MlflowClient(trained_classifier["tracking"])) if r.info.run_name == f"export-{kind}"]
     metrics = tracked.data.metrics
-    assert tracked.data.tags["mlflow.parentRunId"] == classifier["run"].info.run_id
+    assert tracked.data.tags["mlflow.parentRunId"] == trained_classifier["run"].info.run_id
     assert metrics["test_images"] == 64 and 0 <= metrics["test_acc"] <= 1
     if kind == "int8":
         assert metrics["top1_agreement"] >= 0.8  # quantized: close, not equal
@@ -111,19 +98,19 @@ def free_port() -> int | None:
 
 
 @pytest.mark.slow
-def test_a_registered_model_loads_everywhere_and_serves_what_predict_says(classifier, tmp_path, monkeypatch):
+def test_a_registered_model_loads_everywhere_and_serves_what_predict_says(trained_classifier, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    export.run([*common(classifier), "register=tiny-cnn", "alias=champion", f"data.root={classifier['data_root']}"])
-    model = load_model("models:/tiny-cnn@champion", classifier["tracking"])
+    export.run([*common(trained_classifier), "register=tiny-cnn", "alias=champion", f"data.root={trained_classifier['data_root']}"])
+    model = load_model("models:/tiny-cnn@champion", trained_classifier["tracking"])
     images = np.random.default_rng(1).random((2, 1, 28, 28), dtype=np.float32)
-    original = load_model(classifier["uri"], classifier["tracking"])
+    original = load_model(trained_classifier["uri"], trained_classifier["tracking"])
     assert torch.equal(model(torch.from_numpy(images)), original(torch.from_numpy(images)))
 
     port = free_port()
     if port is None:
         pytest.skip("no loopback port to bind")
     bin_dir = Path(sys.executable).parent  # mlflow starts uvicorn from PATH, as in an activated venv
-    env = {**os.environ, "MLFLOW_TRACKING_URI": classifier["tracking"], "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    env = {**os.environ, "MLFLOW_TRACKING_URI": trained_classifier["tracking"], "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
     server = subprocess.Popen([bin_dir / "mlflow", "models", "serve", "-m", "models:/tiny-cnn@champion",
                                "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)], cwd=tmp_path, env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -151,10 +138,10 @@ def test_a_registered_model_loads_everywhere_and_serves_what_predict_says(classi
 
 
 @pytest.mark.slow
-def test_bench_inference_writes_its_table_and_logs_it(classifier, tmp_path):
-    bench.run([*common(classifier), f"data.root={classifier['data_root']}", "latency_calls=20", "throughput_batches=2",
+def test_bench_inference_writes_its_table_and_logs_it(trained_classifier, tmp_path):
+    bench.run([*common(trained_classifier), f"data.root={trained_classifier['data_root']}", "latency_calls=20", "throughput_batches=2",
                "batch_size=16", "calibration_images=32", "backends=[eager fp32,eager bf16 autocast,onnxruntime fp32]"])
-    out = tmp_path / "outputs" / "bench_inference" / classifier["run"].info.run_id
+    out = tmp_path / "outputs" / "bench_inference" / trained_classifier["run"].info.run_id
     rows = list(csv.DictReader((out / "inference.csv").open()))
     assert [r["backend"] for r in rows] == ["eager fp32", "eager bf16 autocast", "onnxruntime fp32"]
     assert all(float(r["p50_ms"]) > 0 and float(r["img_per_s"]) > 0 for r in rows)

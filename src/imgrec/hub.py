@@ -188,6 +188,15 @@ def load_model(uri: str, tracking_uri: str | None = None, key: str = "model") ->
     return model
 
 
+def test_split(model: PixelModel, root: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The test images the model was trained for (its dataset, its classes in its order) as float [0, 1]
+    (N, C, H, W), and their labels: what checks, benchmarks, explanations and attacks measure on."""
+    from imgrec.data.splits import labelled_test_split
+
+    images, labels = labelled_test_split(model.spec.data, model.spec.class_names, root)
+    return images.float() / 255, labels
+
+
 def _timm_net(name: str, key: str) -> tuple[nn.Module, NetSpec]:
     """An ImageNet classifier from timm (weights download on first use), as an imgrec network."""
     spec = NetSpec(model={"_target_": "imgrec.models.pretrained.TimmNet", "_partial_": True, "name": name},

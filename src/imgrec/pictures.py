@@ -70,3 +70,28 @@ def _save(fig, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def save_attributions(images: torch.Tensor, maps: Mapping[str, torch.Tensor], row_labels: Sequence[str], path: Path,
+                      title: str) -> None:
+    """A grid: one row per image (labelled), the input then one column per method, each method's |attribution|
+    (summed over channels, scaled to its 99th percentile per image) laid over the input in a heat colour map."""
+    n, columns = len(images), 1 + len(maps)
+    fig, axes = plt.subplots(n, columns, figsize=(1.15 * columns + 0.9, 1.15 * n + 0.5), squeeze=False)
+    images = images.detach().float().cpu().clamp(0, 1)
+    for r in range(n):
+        picture = images[r].permute(1, 2, 0)
+        show(axes[r][0], picture)
+        axes[r][0].set_ylabel(row_labels[r], fontsize=7)
+        for c, attribution in enumerate(maps.values(), start=1):
+            heat = attribution[r].detach().float().abs().sum(dim=0)
+            heat = (heat / heat.flatten().quantile(0.99).clamp_min(1e-12)).clamp(0, 1)
+            axes[r][c].imshow(picture.mean(dim=-1), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+            axes[r][c].imshow(heat, cmap="inferno", alpha=0.65, vmin=0, vmax=1, interpolation="nearest")
+    for c, name in enumerate(["input", *maps]):
+        axes[0][c].set_title(name.replace("_", " "), fontsize=7)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle(title, fontsize=9)
+    _save(fig, path)

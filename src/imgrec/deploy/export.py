@@ -31,8 +31,8 @@ from rich.table import Table
 
 from imgrec import drivers
 from imgrec.data import catalog
-from imgrec.data.splits import labelled_test_split
 from imgrec.errors import ConfigError
+from imgrec.hub import test_split
 
 log = logging.getLogger(__name__)
 
@@ -115,8 +115,9 @@ def check(reference: np.ndarray, logits: np.ndarray, labels: np.ndarray) -> dict
 
 
 def test_images(model, root: str | None) -> tuple[np.ndarray, np.ndarray]:
-    images, labels = labelled_test_split(model.spec.data, model.spec.class_names, root)
-    return (images.float() / 255).numpy(), labels.numpy()
+    """imgrec.hub.test_split as the arrays ONNX Runtime takes."""
+    images, labels = test_split(model, root)
+    return images.numpy(), labels.numpy()
 
 
 def calibration_images(model, root: str | None, n: int) -> np.ndarray:

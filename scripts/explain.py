@@ -1,0 +1,7 @@
+"""Explain a trained model's decisions: `python scripts/explain.py model=runs:/<id> metrics=true`
+(see imgrec.explain.driver)."""
+
+from imgrec.explain.driver import main
+
+if __name__ == "__main__":
+    main()

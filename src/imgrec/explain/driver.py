@@ -125,7 +125,7 @@ def run(argv: Sequence[str]) -> None:
         (out / "metrics.csv").write_text(to_csv(results))
         text = markdown(results, f"Which explanation of {cfg.model} can be trusted", notes)
         (out / "report.md").write_text(text)
-        plot_cascade(results, out / "sanity.png", f"Cascading randomization (Adebayo et al. 2018): {cfg.model}")
+        plot_cascade(results, out / "sanity.png", f"Cascading randomization (Adebayo et al. 2018)\n{cfg.model}")
         files += ["metrics.csv", "report.md", "sanity.png"]
 
     tracked = job.child_run("explain", {"model": cfg.model, "methods": ",".join(names), "n": len(images),

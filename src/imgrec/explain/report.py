@@ -86,7 +86,9 @@ def adebayo(results: list[MethodResult]) -> str:
         rho["saliency"], rho["gradcam"]) else "guided backprop does not stay closer to its original than both")
     return (f"Adebayo et al. (2018) found that gradients and Grad-CAM pass the cascading randomization test while "
             f"guided backprop fails it. Here (mean rank correlation after randomizing every layer: {figures}; "
-            f"threshold {SANITY_THRESHOLD}) the finding **{'held' if held else 'did not hold'}**; {order}.")
+            f"threshold {SANITY_THRESHOLD}) the finding **{'held' if held else 'did not hold'}**; {order}. After "
+            f"only the output layer is randomized: "
+            + ", ".join(f"{m} {by_name[m].cascade[0][2]:.2f}" for m in rho if by_name[m].cascade) + ".")
 
 
 def markdown(results: list[MethodResult], title: str, notes: list[str]) -> str:

@@ -13,43 +13,18 @@ from imgrec.errors import ConfigError
 from imgrec.explain import metrics
 from imgrec.explain.driver import run as explain
 from imgrec.explain.methods import METHODS, attribute, check_methods, integrated_gradients, saliency
-from imgrec.hub import NetSpec, PixelModel
+from imgrec.hub import PixelModel
 from imgrec.models.cnn import ConvNet
 from imgrec.models.rnn import RowRNN
 from tests.conftest import REPO, model_job_args, runs
-
-
-def pixel_model(net, in_shape, classes=2) -> PixelModel:
-    channels = in_shape[0]
-    spec = NetSpec(model={}, in_shape=in_shape, num_classes=classes, data="synthetic", mean=(0.5,) * channels,
-                   std=(0.25,) * channels)
-    return PixelModel(net, spec).eval().requires_grad_(False)
-
-
-def region_data(n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """12 x 12 noise; class 1 when the top-left 4 x 4 corner is bright. Nothing else tells the classes apart."""
-    images = torch.rand(n, 1, 12, 12, generator=generator) * 0.5
-    labels = torch.randint(0, 2, (n,), generator=generator)
-    images[labels == 1, :, :4, :4] += 0.5
-    return images, labels
+from tests.learnable import pixel_model, region_data, train_region_model
 
 
 @pytest.fixture(scope="module")
 def region_model() -> PixelModel:
     """A small CNN trained until it reads the corner (a few seconds on a CPU)."""
-    torch.manual_seed(0)
-    generator = torch.Generator().manual_seed(0)
-    model = pixel_model(ConvNet((1, 12, 12), 2, channels=(8, 16), fc=(16,)), (1, 12, 12))
-    model.train().requires_grad_(True)
-    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-    for _ in range(150):
-        images, labels = region_data(64, generator)
-        loss = torch.nn.functional.cross_entropy(model(images), labels)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    model.eval().requires_grad_(False)
-    images, labels = region_data(256, generator)
+    model = train_region_model()
+    images, labels = region_data(256, torch.Generator().manual_seed(9))
     assert (model(images).argmax(1) == labels).float().mean() > 0.95  # it learned the corner
     return model
 

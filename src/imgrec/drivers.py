@@ -106,6 +106,8 @@ def quiet_warnings() -> None:
     """Silence what the frameworks say that is not the user's concern, by its exact message."""
     # Lightning 2.6 calls an API torch 2.13 deprecates, once per run.
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+    # captum marks the images it differentiates (attacks, attributions) and says so at every call.
+    warnings.filterwarnings("ignore", message=r".*did not already require gradients.*")
     # torch.onnx's exporter says, at every export, that torchvision (never installed here) is missing.
     logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
 

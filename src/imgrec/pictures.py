@@ -50,16 +50,21 @@ def save_grid(
     _save(fig, path)
 
 
-def save_rows(rows: Mapping[str, torch.Tensor], path: Path, title: str) -> None:
-    """One row of images (N, C, H, W) per entry of `rows`, labelled with its key (e.g. input / reconstruction)."""
+def save_rows(rows: Mapping[str, torch.Tensor], path: Path, title: str,
+              captions: Mapping[str, Sequence[str]] | None = None) -> None:
+    """One row of images (N, C, H, W) per entry of `rows`, labelled with its key (e.g. input / reconstruction);
+    `captions` puts a line under each image of a row (e.g. what the model predicts for it)."""
     n = len(next(iter(rows.values())))
-    fig, axes = plt.subplots(len(rows), n, figsize=(1.2 * n, 1.25 * len(rows) + 0.3), squeeze=False)
+    extra = 0.25 if captions else 0.0
+    fig, axes = plt.subplots(len(rows), n, figsize=(1.2 * n, (1.25 + extra) * len(rows) + 0.3), squeeze=False)
     for r, (label, images) in enumerate(rows.items()):
         images = images.detach().float().cpu().clamp(0, 1)
         for c in range(n):
             show(axes[r][c], images[c].permute(1, 2, 0))
             axes[r][c].set_xticks([])
             axes[r][c].set_yticks([])
+            if captions and label in captions:
+                axes[r][c].set_xlabel(captions[label][c], fontsize=6)
         axes[r][0].set_ylabel(label, fontsize=9)
     fig.suptitle(title, fontsize=10)
     _save(fig, path)

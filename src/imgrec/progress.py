@@ -12,7 +12,7 @@ log = logging.getLogger("imgrec")
 
 # The headline numbers of each kind of task; whichever were logged are shown.
 SHOWN = (
-    "train/loss", "train/acc", "val/loss", "val/acc", "val/acc_best",  # classification
+    "train/loss", "train/acc", "val/loss", "val/acc", "val/acc_best", "val/robust_acc",  # classification
     "val/psnr", "val/ssim",  # autoencoding
     "train/loss_d", "train/loss_g", "val/fd_classifier",  # GAN
 )

@@ -61,7 +61,6 @@ def evaluate(name: str, model, images, targets, attributions, cfg) -> MethodResu
 
 def quiet_warnings() -> None:
     """What captum and scipy say at every call that is not the user's concern."""
-    warnings.filterwarnings("ignore", message=r".*did not already require gradients.*")
     warnings.filterwarnings("ignore", message=r".*Setting backward hooks on ReLU.*")
     warnings.filterwarnings("ignore", category=ConstantInputWarning)  # an all-zero map: its correlation counts as 0
 

@@ -8,6 +8,7 @@ from torchmetrics import ConfusionMatrix, MaxMetric, MeanMetric, MetricCollectio
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score, MulticlassPrecision, MulticlassRecall
 
 from imgrec.tasks import optim
+from imgrec.tasks.adversarial import Adversarial
 from imgrec.tasks.base import Task
 
 LOSSES = ("cross_entropy", "label_smoothing", "mse")
@@ -50,19 +51,24 @@ class ClassificationTask(Task):
         loss: str = "cross_entropy",
         label_smoothing: float = 0.1,
         tta_flip: bool = False,
+        adversarial: dict[str, Any] | None = None,
         **kwargs,
     ):
-        """`tta_flip`: at validation and test, average the logits of each image and its mirror image."""
+        """`tta_flip`: at validation and test, average the logits of each image and its mirror image.
+        `adversarial`: adversarial training and robust accuracy (imgrec.tasks.adversarial.Adversarial)."""
         super().__init__(*args, **kwargs)  # net, optimizer, scheduler, num_classes, class_names: see Task
         if loss not in LOSSES:
             raise ValueError(f"task.loss: unknown '{loss}'; choose one of {', '.join(LOSSES)}")
         self.loss_name = loss
         self.label_smoothing = label_smoothing if loss == "label_smoothing" else 0.0
         self.tta_flip = tta_flip
+        self.adversarial = Adversarial(**(adversarial or {}))
 
         for stage in STAGES:  # attributes, not a ModuleDict: its key "train" would shadow Module.train()
             setattr(self, f"{stage}_metrics", summary_metrics(self.num_classes))
             setattr(self, f"{stage}_loss", MeanMetric())
+        if self.adversarial.robust_eps is not None:  # val/robust_acc, test/robust_acc
+            self.val_robust_acc, self.test_robust_acc = MeanMetric(), MeanMetric()
         self.val_acc_best = MaxMetric()
         self.val_acc_best.persistent(True)  # kept in checkpoints, so a resumed run remembers its best
         self.test_confusion = ConfusionMatrix(task="multiclass", num_classes=self.num_classes)
@@ -77,21 +83,40 @@ class ClassificationTask(Task):
             return F.mse_loss(logits.softmax(dim=1), F.one_hot(labels, self.num_classes).to(logits.dtype))
         return F.cross_entropy(logits, labels, label_smoothing=self.label_smoothing)
 
+    def pixel_forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        """The network on [0, 1] pixels (what attacks perturb), the datamodule's normalization in front."""
+        return self.net(self.normalization(pixels))
+
     def model_step(self, batch, stage: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         images, labels = batch
-        logits = self(images).float()  # loss and metrics in fp32, under bf16 autocast too
-        if self.tta_flip and stage != "train":
-            logits = (logits + self(images.flip(3)).float()) / 2
-        loss = self.criterion(logits, labels)
+        if stage == "train" and self.adversarial.method:
+            loss, logits = self.adversarial.training_loss(self.net, self.pixel_forward,
+                                                          self.normalization.to_pixels(images), labels, self.criterion)
+        else:
+            logits = self(images).float()  # loss and metrics in fp32, under bf16 autocast too
+            if self.tta_flip and stage != "train":
+                logits = (logits + self(images.flip(3)).float()) / 2
+            loss = self.criterion(logits, labels)
+        if stage != "train" and self.adversarial.robust_eps is not None:
+            self.update_robust(stage, images, labels)
         preds = logits.argmax(dim=1)
         # update(), not forward(): metrics are logged per epoch (log_stage), so per-batch values would be wasted work
         getattr(self, f"{stage}_loss").update(loss.detach())
         getattr(self, f"{stage}_metrics").update(preds, labels)
         return loss, preds, labels
 
+    def update_robust(self, stage: str, images: torch.Tensor, labels: torch.Tensor) -> None:
+        metric = getattr(self, f"{stage}_robust_acc")
+        if stage == "val" and metric.weight.sum() >= self.adversarial.val_images:  # a subset, each epoch
+            return
+        pixels = self.normalization.to_pixels(images)
+        metric.update(self.adversarial.robust_correct(self.net, self.pixel_forward, pixels, labels, stage))
+
     def log_stage(self, stage: str) -> None:
-        self.log_epoch(stage, {"loss": getattr(self, f"{stage}_loss"), **getattr(self, f"{stage}_metrics")},
-                       prog_bar=("loss", "acc"))
+        metrics = {"loss": getattr(self, f"{stage}_loss"), **getattr(self, f"{stage}_metrics")}
+        if stage != "train" and self.adversarial.robust_eps is not None:
+            metrics["robust_acc"] = getattr(self, f"{stage}_robust_acc")
+        self.log_epoch(stage, metrics, prog_bar=("loss", "acc", "robust_acc"))
 
     def on_train_start(self) -> None:
         super().on_train_start()  # resuming: the random generators as the checkpoint left them

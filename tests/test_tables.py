@@ -244,3 +244,20 @@ def test_the_command_line_prints_usage_or_a_one_line_error(home):
     assert bad.returncode == 1 and bad.stderr.strip().startswith("error:") and "nope" in bad.stderr
     assert len(bad.stderr.strip().splitlines()) == 1
 
+
+
+@pytest.mark.slow
+def test_a_models_clean_and_robust_rows_share_its_run(home, idx_root):
+    """robustness_fashion_mnist: each model trains once; its clean row reads test/acc, its robust row test/robust_acc."""
+    args = ["table=robustness_fashion_mnist", "budget=smoke", "table.rows=[standard_clean,standard_robust,pgd_robust]",
+            f"paths.root={home}", "data=mnist", f"data.root={idx_root}", *TINY]
+    Reproduction(args).run()
+    runs = table_runs(home)
+    assert len(runs) == 2  # standard (for two rows) and PGD training
+    by_method = {r.data.params["task.adversarial.method"]: r for r in runs}
+    assert set(by_method) == {"None", "pgd"}
+    rows = read_csv(home / "outputs/tables/robustness_fashion_mnist_smoke.csv")
+    standard = by_method["None"].data.metrics
+    assert float(rows["standard_clean"]["ours_mean"]) == pytest.approx(100 * standard["test/acc"])
+    assert float(rows["standard_robust"]["ours_mean"]) == pytest.approx(100 * standard["test/robust_acc"])
+    assert float(rows["pgd_robust"]["published"]) == 68.06

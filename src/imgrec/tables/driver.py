@@ -49,6 +49,7 @@ class Row:
     tolerance: float
     note: str | None
     overrides: tuple[str, ...]  # the row's own plus its overrides for this budget
+    metric: str  # what the row reads from its runs: the table's metric unless the row names its own
     skip: str | None  # why this row is not run under this budget (a context row, too slow for it...)
 
 
@@ -83,7 +84,8 @@ def load_table(driver_overrides: Sequence[str]) -> Table:
     if unknown:
         raise ConfigError(f"table.rows: no row {', '.join(unknown)} in {where} (rows: {', '.join(spec.entries)})")
     rows = tuple(parse_row(row, spec.entries[row], spec, budget, where) for row in picked)
-    info = TableInfo(name=name, title=spec.title, metric=spec.metric, unit=spec.unit, budget=budget,
+    metrics = ", ".join(dict.fromkeys(row.metric for row in rows)) or spec.metric  # rows may read other metrics
+    info = TableInfo(name=name, title=spec.title, metric=metrics, unit=spec.unit, budget=budget,
                      budget_about=spec.budgets[budget].get("about", ""), seeds=spec.seeds)
     return Table(info, tuple(str(o) for o in spec.budgets[budget].get("overrides") or []), rows, spec.experiment)
 
@@ -103,7 +105,7 @@ def parse_row(name: str, entry: DictConfig, spec: DictConfig, budget: str, where
     overrides = [*(entry.get("overrides") or []), *(budgets.get(budget) or [])]
     return Row(name=name, label=entry.label, published=None if published is None else float(published),
                source=entry.source, tolerance=float(entry.get("tolerance", spec.tolerance)), note=entry.get("note"),
-               overrides=tuple(str(o) for o in overrides), skip=skip)
+               overrides=tuple(str(o) for o in overrides), skip=skip, metric=str(entry.get("metric", spec.metric)))
 
 
 # -- the driver -----------------------------------------------------------------------------------------
@@ -143,8 +145,10 @@ class Reproduction:
         return {TABLE_TAG: self.info.name, ROW_TAG: row.name, BUDGET_TAG: self.info.budget}
 
     def find_run(self, row: Row, config_id: str) -> Run | None:
-        """The latest finished run of this row, budget and config (same hash = same resolved config)."""
-        conditions = [f"tags.`{k}` = '{v}'" for k, v in self.tags(row).items()]
+        """The latest finished run of this table, budget and config (same hash = same resolved config). Not
+        of this row only: rows that train the same config and read different metrics (clean and robust
+        accuracy of one model) share its runs."""
+        conditions = [f"tags.`{k}` = '{v}'" for k, v in self.tags(row).items() if k != ROW_TAG]
         conditions += [f"tags.`{tracking.CONFIG_HASH_TAG}` = '{config_id}'", "attributes.status = 'FINISHED'"]
         runs = self.client.search_runs([self.experiment_id], " and ".join(conditions), max_results=1,
                                        order_by=["attributes.start_time DESC"])
@@ -179,11 +183,11 @@ class Reproduction:
                 log.exception("row %s seed %d failed", row.name, seed)
                 failures.append(f"seed {seed}: {type(err).__name__}: {one_line(err)}"[:500])
                 continue
-            if self.info.metric not in run.data.metrics:
-                failures.append(f"seed {seed}: run {run.info.run_id[:8]} did not log {self.info.metric}")
+            if row.metric not in run.data.metrics:
+                failures.append(f"seed {seed}: run {run.info.run_id[:8]} did not log {row.metric}")
                 continue
             to_unit = UNITS[self.info.unit][0]
-            result.values.append(to_unit(run.data.metrics[self.info.metric]))
+            result.values.append(to_unit(run.data.metrics[row.metric]))
             result.run_ids.append(run.info.run_id)
             result.wall_s.append((run.info.end_time - run.info.start_time) / 1000)
             if "fit/epochs" in run.data.metrics:

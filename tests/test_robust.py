@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from mlflow import MlflowClient
 
-from imgrec.robust.attacks import AttackSettings, fgsm, fgsm_rs, pgd, pgd_settings, run_attack, trades_kl
+from imgrec.robust.attacks import AttackSettings, autoattack, fgsm, fgsm_rs, pgd, pgd_settings, run_attack, trades_kl
 from imgrec.robust.driver import run as attack_script
 from imgrec.tasks.adversarial import Adversarial
 from imgrec.train import train
@@ -42,6 +42,17 @@ def test_attacks_stay_in_the_eps_ball_and_in_pixel_range(standard_model, attack)
     assert (adversarial - images).abs().max() <= eps + 1e-6
     assert adversarial.min() >= 0 and adversarial.max() <= 1
     assert (adversarial != images).any()  # it moved
+
+
+@pytest.mark.slow
+def test_autoattack_stays_in_the_ball_and_is_at_least_as_strong_as_pgd(standard_model):
+    pytest.importorskip("art", reason="pip install 'imgrec[robust]' (adversarial-robustness-toolbox)")
+    images, labels = region_data(24, torch.Generator().manual_seed(4))
+    with torch.enable_grad():
+        strong = autoattack(standard_model, images, labels, 0.1)
+        by_pgd = accuracy(standard_model, pgd(standard_model, images, labels, pgd_settings(0.1, 10)), labels)
+    assert (strong - images).abs().max() <= 0.1 + 1e-6 and strong.min() >= 0 and strong.max() <= 1
+    assert accuracy(standard_model, strong, labels) <= by_pgd
 
 
 def test_eps_zero_is_clean_accuracy_and_pgd_is_at_least_as_strong_as_fgsm(standard_model):

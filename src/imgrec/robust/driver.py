@@ -23,13 +23,13 @@ from imgrec.robust.attacks import AttackSettings, pgd_settings, run_attack
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-ATTACKS = ("fgsm", "pgd")
+ATTACKS = ("fgsm", "pgd", "autoattack")
 COLUMNS = ("attack", "eps", "n", "clean_acc", "robust_acc", "steps", "step_size", "restarts", "random_start", "norm")
 
 
 def settings_of(cfg, attack: str, eps: float) -> AttackSettings:
-    if attack == "fgsm":
-        return AttackSettings("fgsm", eps)
+    if attack in ("fgsm", "autoattack"):
+        return AttackSettings(attack, eps)
     step = cfg.step_size if cfg.step_size is not None else 2.5 * eps / cfg.steps
     return pgd_settings(eps, cfg.steps, step, cfg.restarts)
 

@@ -3,7 +3,7 @@
 pixel grid. A method is a function of the model it is given, so the sanity check can hand it a randomized one.
 
 Settings (chosen for 28-32 px images, stated so they can be argued with):
-- integrated_gradients: black baseline, 32 steps (Riemann trapezoid);
+- integrated_gradients: black baseline, 32 steps (captum's Gauss-Legendre quadrature);
 - smoothgrad: saliency averaged over 16 copies with Gaussian noise of std 0.15 (15% of the pixel range,
   Smilkov et al. 2017);
 - occlusion: 4 x 4 patches of black, stride 2;

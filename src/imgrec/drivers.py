@@ -108,6 +108,9 @@ def quiet_warnings() -> None:
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
     # captum marks the images it differentiates (attacks, attributions) and says so at every call.
     warnings.filterwarnings("ignore", message=r".*did not already require gradients.*")
+    warnings.filterwarnings("ignore", message=r".*Setting backward hooks on ReLU.*")  # captum's guided backprop
+    # An all-zero attribution map (imgrec.explain.metrics): its rank correlation counts as 0, said in the report.
+    warnings.filterwarnings("ignore", message=r".*An input array is constant.*")
     # torch.onnx's exporter says, at every export, that torchvision (never installed here) is missing.
     logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
 

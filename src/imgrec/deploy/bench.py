@@ -181,12 +181,9 @@ def run(argv: Sequence[str]) -> None:
         writer.writerows(rows)
         (job.out_dir / "inference.csv").write_text(buffer.getvalue())
         plot(rows, job.out_dir / "inference.png", title)
-        for name in ("inference.md", "inference.csv", "inference.png"):
-            tracked.client.log_artifact(tracked.run_id, str(job.out_dir / name))
-        for r in rows:
-            key = r["backend"].replace(" ", "_").replace(".", "_")
-            tracked.client.log_metric(tracked.run_id, f"{key}/p50_ms", r["p50_ms"])
-            tracked.client.log_metric(tracked.run_id, f"{key}/test_acc", r["test_acc"])
+        keys = {r["backend"]: r["backend"].replace(" ", "_").replace(".", "_") for r in rows}
+        tracked.log({f"{keys[r['backend']]}/{m}": r[m] for r in rows for m in ("p50_ms", "test_acc")},
+                    [job.out_dir / name for name in ("inference.md", "inference.csv", "inference.png")])
     print(text)
     print(f"{job.out_dir} (MLflow run {tracked.run_id})")
 

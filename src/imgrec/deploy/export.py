@@ -169,9 +169,7 @@ def run(argv: Sequence[str]) -> None:
     tracked = job.child_run(f"export-{cfg.format}", {"format": cfg.format, "model": cfg.model, "output": str(output)})
     with tracked.running():
         result = export(job, cfg.format, output)
-        for key, value in result.items():
-            tracked.client.log_metric(tracked.run_id, key, value)
-        tracked.client.log_artifact(tracked.run_id, str(output))
+        tracked.log(result, [output])
     show(cfg.format, output, result)
     print(f"{output} (MLflow run {tracked.run_id})")
 

@@ -81,7 +81,7 @@ def run(argv: Sequence[str]) -> None:
     show(rows)
     run_ = job.child_run("predict", {"model": cfg.model, "inputs": cfg.inputs, "topk": cfg.topk, "images": len(rows)})
     with run_.running():
-        run_.client.log_artifact(run_.run_id, str(output))
+        run_.log(files=[output])
     print(f"{len(rows)} predictions -> {output} (MLflow run {run_.run_id})")
     for line in errors:
         print(f"error: {line}", file=sys.stderr)

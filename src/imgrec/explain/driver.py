@@ -10,14 +10,12 @@ outputs/explain/<run id>/ and logs to an `explain` child run of the model's run:
 """
 
 import time
-import warnings
 from collections.abc import Sequence
 
 import numpy as np
 import torch
 from rich.console import Console
 from rich.progress import track
-from scipy.stats import ConstantInputWarning
 
 from imgrec import drivers, hub
 from imgrec.errors import ConfigError
@@ -59,14 +57,7 @@ def evaluate(name: str, model, images, targets, attributions, cfg) -> MethodResu
     return result
 
 
-def quiet_warnings() -> None:
-    """What captum and scipy say at every call that is not the user's concern."""
-    warnings.filterwarnings("ignore", message=r".*Setting backward hooks on ReLU.*")
-    warnings.filterwarnings("ignore", category=ConstantInputWarning)  # an all-zero map: its correlation counts as 0
-
-
 def run(argv: Sequence[str]) -> None:
-    quiet_warnings()
     cfg = drivers.compose("explain", argv, plain_keys=("model",))
     if cfg.target not in ("pred", "label"):
         raise ConfigError(f"target must be pred or label, got {cfg.target!r}")
@@ -130,11 +121,7 @@ def run(argv: Sequence[str]) -> None:
     tracked = job.child_run("explain", {"model": cfg.model, "methods": ",".join(names), "n": len(images),
                                         "target": cfg.target, "metrics": bool(cfg.metrics)})
     with tracked.running():
-        for name in files:
-            tracked.client.log_artifact(tracked.run_id, str(out / name))
-        for r in results:
-            for key in r.values:
-                tracked.client.log_metric(tracked.run_id, f"{r.method}/{key}", r.mean(key))
+        tracked.log({f"{r.method}/{key}": r.mean(key) for r in results for key in r.values}, [out / n for n in files])
     if results:
         print(text)
     else:

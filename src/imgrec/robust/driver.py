@@ -30,8 +30,7 @@ COLUMNS = ("attack", "eps", "n", "clean_acc", "robust_acc", "steps", "step_size"
 def settings_of(cfg, attack: str, eps: float) -> AttackSettings:
     if attack in ("fgsm", "autoattack"):
         return AttackSettings(attack, eps)
-    step = cfg.step_size if cfg.step_size is not None else 2.5 * eps / cfg.steps
-    return pgd_settings(eps, cfg.steps, step, cfg.restarts)
+    return pgd_settings(eps, cfg.steps, cfg.step_size, cfg.restarts)
 
 
 def check(cfg) -> tuple[list[str], list[float]]:
@@ -130,11 +129,8 @@ def run(argv: Sequence[str]) -> None:
     tracked = job.child_run("attack", {"model": cfg.model, "attacks": ",".join(attacks), "eps": eps_values,
                                        "n": len(labels), "steps": cfg.steps, "restarts": cfg.restarts})
     with tracked.running():
-        tracked.client.log_metric(tracked.run_id, "clean_acc", clean_acc)
-        for r in rows:
-            tracked.client.log_metric(tracked.run_id, f"robust/{r['attack']}/acc_eps{r['eps']:g}", r["robust_acc"])
-        for name in ("results.csv", "report.md", "robust_acc.png", "examples.png"):
-            tracked.client.log_artifact(tracked.run_id, str(out / name))
+        tracked.log({"clean_acc": clean_acc, **{f"robust/{r['attack']}/acc_eps{r['eps']:g}": r["robust_acc"] for r in rows}},
+                    [out / name for name in ("results.csv", "report.md", "robust_acc.png", "examples.png")])
     print(text)
     print(f"{out} (MLflow run {tracked.run_id})")
 

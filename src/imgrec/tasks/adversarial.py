@@ -51,14 +51,14 @@ class Adversarial:
     def training_loss(self, net: torch.nn.Module, forward: Callable, pixels: torch.Tensor, labels: torch.Tensor,
                       criterion: Callable) -> tuple[torch.Tensor, torch.Tensor]:
         """(the loss to train on, the logits its accuracy is counted from)."""
-        step = self.step_size if self.step_size is not None else 2.5 * self.eps / self.steps
+        settings = pgd_settings(self.eps, self.steps, self.step_size)  # trades: the same steps, on its KL loss
         with attacking(net):
             if self.method == "pgd":
-                adversarial = pgd(forward, pixels, labels, AttackSettings("pgd", self.eps, self.steps, step, 1, True))
+                adversarial = pgd(forward, pixels, labels, settings)
             elif self.method == "fgsm_rs":
                 adversarial = fgsm_rs(forward, pixels, labels, self.eps)
             else:
-                adversarial = trades_kl(forward, pixels, self.eps, self.steps, step)
+                adversarial = trades_kl(forward, pixels, self.eps, self.steps, settings.step_size)
         if self.method != "trades":
             logits = forward(adversarial).float()
             return criterion(logits, labels), logits

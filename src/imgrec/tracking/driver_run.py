@@ -1,12 +1,14 @@
 """Runs a driver opens itself, not through Lightning: the parent run that groups a sweep's or a table's runs
 (found again by its tags), or the child run a script logs under the run of the model it used."""
 
-from collections.abc import Iterator
+import time
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from mlflow import MlflowClient
-from mlflow.entities import Param
+from mlflow.entities import Metric, Param
 from mlflow.exceptions import MlflowException
 
 from imgrec.tracking.run import sigterm_as_interrupt
@@ -70,6 +72,14 @@ class DriverRun:
         runs = self.client.search_runs([experiment_id], tag_filter({"mlflow.parentRunId": self.run_id, **tags}),
                                        order_by=["attributes.start_time DESC"], max_results=1)
         return runs[0].info.run_id if runs else None
+
+    def log(self, metrics: dict[str, float] | None = None, files: Sequence[Path | str] = ()) -> None:
+        """Metrics (one batch) and files (as artifacts) of what a driver measured and wrote."""
+        if metrics:
+            now = int(time.time() * 1000)
+            self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()])
+        for path in files:
+            self.client.log_artifact(self.run_id, str(path))
 
     def set_status(self, status: str) -> None:
         if status == "RUNNING":

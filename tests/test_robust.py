@@ -89,15 +89,27 @@ def test_an_unknown_method_is_named():
         Adversarial(method="madry")
 
 
+def test_autoattack_at_test_needs_an_eps_to_attack_at():
+    with pytest.raises(ValueError, match="autoattack_images needs an eps"):
+        Adversarial(autoattack_images=100)
+
+
+def test_eps_zero_trains_on_clean_images_and_still_measures_robustness():
+    standard = Adversarial(method="fgsm_rs", eps=0.0, eval_eps=0.1)  # a sweep's reference point
+    assert not standard.trains_adversarially and standard.robust_eps == 0.1
+    assert Adversarial(method="fgsm_rs", eps=0.05).trains_adversarially and not Adversarial().trains_adversarially
+
+
 @pytest.mark.slow
 def test_adversarial_training_in_the_pipeline_logs_robust_accuracy(make_cfg, mlflow_client, idx_root):
     train(make_cfg("data=mnist", f"data.root={idx_root}", "model.channels=[8,16]", "model.fc=[32]",
                    "task.adversarial.method=pgd", "task.adversarial.eps=0.1", "task.adversarial.steps=2",
-                   "task.adversarial.val_steps=2", "task.adversarial.test_steps=3"))
+                   "task.adversarial.val_steps=2", "task.adversarial.test_steps=3", "task.adversarial.autoattack_images=6"))
     (run,) = runs(mlflow_client)
     metrics = run.data.metrics
     assert run.info.status == "FINISHED"
     assert 0 <= metrics["val/robust_acc"] <= 1 and 0 <= metrics["test/robust_acc"] <= metrics["test/acc"] + 0.05
+    assert metrics["test/autoattack_acc"] in [k / 6 for k in range(7)]  # AutoAttack on the first 6 test images
     assert run.data.params["task.adversarial.method"] == "pgd"
 
 

@@ -20,9 +20,10 @@ import imgrec.sweep.driver as sweep_module
 from imgrec.config import CONF_DIR
 from imgrec.drivers import split_overrides
 from imgrec.errors import ConfigError
+from imgrec.sweep.constraint import VALUE_ATTR, Constraint
 from imgrec.sweep.driver import Sweep, default_study_name
 from imgrec.sweep.pruning import TrialReporter, launch_mode
-from imgrec.sweep.report import SURPLUS_ATTR, counted_trials
+from imgrec.sweep.report import SURPLUS_ATTR, Context, counted_trials, write_report
 from imgrec.sweep.space import override_value, parse_space, suggest
 from imgrec.sweep.storage import budget_is_spent, within_budget
 from imgrec.tasks.classification import ClassificationTask
@@ -332,6 +333,60 @@ timeout: null
     assert all(c.data.tags["imgrec.repeat_of"] in ("0", "1") and c.info.status == "FINISHED" for c in children)
     answer = (tmp_path / "outputs/sweeps/narrow/answer.md").read_text()
     assert "best of 2 settings trained to the end" in answer and "3 trial(s) (2, 3, 4) drew a setting" in answer
+
+
+def test_a_constrained_sweep_runs_its_reference_first_and_judges_each_trial_by_its_run(home, tmp_path):
+    """sweep=adversarial_eps: standard training (eps 0) runs first; each trial's clean accuracy comes from its
+    MLflow run, TPE is told how far it falls short, and the answer states the reference and the floor."""
+    fast_attacks = ["task.adversarial.val_images=32", "task.adversarial.val_steps=2", "task.adversarial.test_steps=2"]
+    study = sweep_module.run(["sweep=adversarial_eps", "sweep.n_trials=2", "sweep.study_name=adv", *home, *fast_attacks])
+    reference, other = counted_trials(study.get_trials())
+    assert [reference.params, other.params] == [{"task.adversarial.eps": 0.0}, {"task.adversarial.eps": 0.05}]
+    _, children = sweep_runs(tmp_path)
+    runs = {c.data.tags["optuna.trial_number"]: c.data.metrics for c in children}
+    assert [reference.user_attrs[VALUE_ATTR], other.user_attrs[VALUE_ATTR]] == [runs["0"]["val/acc"], runs["1"]["val/acc"]]
+    assert reference.value == pytest.approx(runs["0"]["val/robust_acc"])  # the sweep's metric: robust accuracy
+    floor = runs["0"]["val/acc"] - 0.03
+    assert reference.constraints == {"val/acc": pytest.approx(-0.03)}  # what TPE reads
+    assert other.constraints == {"val/acc": pytest.approx(floor - runs["1"]["val/acc"])}
+    answer = (tmp_path / "outputs/sweeps/adv/answer.md").read_text()
+    assert "clean accuracy within 0.03 of standard training's?" in answer
+    assert f"task.adversarial.eps=0 (trial 0: {runs['0']['val/acc']:.4f}), so at least {floor:.4f}" in answer
+    assert "| trial | val/robust_acc | val/acc | setting |" in answer
+
+
+def synthetic_study(*trials: tuple[float, float, float]) -> optuna.Study:
+    """A finished study of (eps, robust accuracy, clean accuracy) trials."""
+    study = optuna.create_study(direction="maximize")
+    distributions = {"eps": optuna.distributions.FloatDistribution(0.0, 0.3)}
+    study.add_trials([optuna.trial.create_trial(params={"eps": eps}, distributions=distributions, value=robust,
+                                                user_attrs={VALUE_ATTR: clean}) for eps, robust, clean in trials])
+    return study
+
+
+def test_the_answer_is_the_best_setting_that_keeps_the_constraint(tmp_path):
+    constraint = Constraint("val/acc", 0.03, {"eps": 0.0})
+    ctx = Context(sweep="adv", study_name="adv", storage="memory", question="Which eps?", metric="val/robust_acc",
+                  direction="maximize", n_trials=3, dataset="d", epochs="1", seed=0, sampler="tpe", pruner="none",
+                  constraint=constraint)
+    answer = write_report(synthetic_study((0.0, 0.05, 0.90), (0.1, 0.70, 0.88), (0.3, 0.80, 0.80)), ctx, tmp_path)
+    assert "so at least 0.8700; 2 of 3 settings trained to the end keep it" in answer
+    assert "The best setting is eps=0.1, with val/robust_acc = 0.7000 (trial 1, the best of 2 settings that keep it)" in answer
+    assert "without the constraint, eps=0.3, reaches val/robust_acc = 0.8000 but val/acc = 0.8000" in answer
+    without_reference = write_report(synthetic_study((0.1, 0.70, 0.88), (0.3, 0.80, 0.80)), ctx, tmp_path)
+    assert "reference setting eps=0 has not completed" in without_reference
+    assert "No setting trained to the end keeps the constraint" in without_reference
+
+
+def test_a_constraint_is_checked_against_the_space():
+    from omegaconf import OmegaConf
+
+    spec = OmegaConf.create({"metric": "val/acc", "max_drop": 0.03, "reference": {"eps": 0.0}})
+    assert Constraint.from_spec(spec, ["eps"]).reference == {"eps": 0.0}
+    with pytest.raises(ConfigError, match="reference: lr not in sweep.space"):
+        Constraint.from_spec(OmegaConf.merge(spec, {"reference": {"lr": 1.0}}), ["eps"])
+    with pytest.raises(ConfigError, match="missing max_drop; unknown drop"):
+        Constraint.from_spec(OmegaConf.create({"metric": "val/acc", "drop": 1, "reference": {"eps": 0}}), ["eps"])
 
 
 # -- resume, dead workers, several workers -------------------------------------------------------------

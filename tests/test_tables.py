@@ -249,11 +249,12 @@ def test_the_command_line_prints_usage_or_a_one_line_error(home):
 @pytest.mark.slow
 def test_a_models_clean_and_robust_rows_share_its_run(home, idx_root):
     """robustness_fashion_mnist: each model trains once; its clean row reads test/acc, its robust row test/robust_acc."""
-    args = ["table=robustness_fashion_mnist", "budget=smoke", "table.rows=[standard_clean,standard_robust,pgd_robust]",
+    args = ["table=robustness_fashion_mnist", "budget=smoke",
+            "table.rows=[standard_clean,standard_robust,pgd_robust,pgd_autoattack]",
             f"paths.root={home}", "data=mnist", f"data.root={idx_root}", *TINY]
     Reproduction(args).run()
     runs = table_runs(home)
-    assert len(runs) == 2  # standard (for two rows) and PGD training
+    assert len(runs) == 2  # standard (for two rows) and PGD training (for two)
     by_method = {r.data.params["task.adversarial.method"]: r for r in runs}
     assert set(by_method) == {"None", "pgd"}
     rows = read_csv(home / "outputs/tables/robustness_fashion_mnist_smoke.csv")
@@ -261,3 +262,6 @@ def test_a_models_clean_and_robust_rows_share_its_run(home, idx_root):
     assert float(rows["standard_clean"]["ours_mean"]) == pytest.approx(100 * standard["test/acc"])
     assert float(rows["standard_robust"]["ours_mean"]) == pytest.approx(100 * standard["test/robust_acc"])
     assert float(rows["pgd_robust"]["published"]) == 68.06
+    pgd = by_method["pgd"].data.metrics
+    assert float(rows["pgd_autoattack"]["ours_mean"]) == pytest.approx(100 * pgd["test/autoattack_acc"])
+    assert rows["pgd_autoattack"]["published"] == ""  # ours only

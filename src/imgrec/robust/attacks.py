@@ -111,13 +111,14 @@ def autoattack(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, eps
         from art.attacks.evasion import AutoAttack, AutoProjectedGradientDescent, SquareAttack
         from art.estimators.classification import PyTorchClassifier
     except ImportError:
-        raise ConfigError("attack=autoattack needs the adversarial-robustness-toolbox "
-                          "(pip install 'imgrec[robust]')") from None
+        raise ConfigError("AutoAttack (attack=autoattack, task.adversarial.autoattack_images) needs the "
+                          "adversarial-robustness-toolbox (pip install 'imgrec[robust]')") from None
     import numpy as np
 
     num_classes = int(model(images[:2]).shape[1])
     estimator = PyTorchClassifier(model, loss=nn.CrossEntropyLoss(), input_shape=tuple(images.shape[1:]),
-                                  nb_classes=num_classes, clip_values=(0.0, 1.0), device_type="cpu")
+                                  nb_classes=num_classes, clip_values=(0.0, 1.0),
+                                  device_type="gpu" if images.is_cuda else "cpu")  # gpu: torch's current device
     step = eps / 4  # APGD adapts its step size; this is only its start
     losses = ("cross_entropy", "difference_logits_ratio") if num_classes >= 3 else ("cross_entropy",)  # DLR: 3+ classes
     attacks = [AutoProjectedGradientDescent(estimator, norm=np.inf, eps=eps, eps_step=step, max_iter=100,
@@ -127,8 +128,8 @@ def autoattack(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, eps
                                 batch_size=batch_size, verbose=False))
     np.random.seed(seed)  # APGD's random starts and Square's draws come from numpy
     attack = AutoAttack(estimator, norm=np.inf, eps=eps, eps_step=step, attacks=attacks, batch_size=batch_size)
-    adversarial = attack.generate(images.detach().numpy(), y=labels.numpy())
-    return torch.from_numpy(adversarial).float()
+    adversarial = attack.generate(images.detach().cpu().numpy(), y=labels.cpu().numpy())
+    return torch.from_numpy(adversarial).float().to(images.device)
 
 
 def run_attack(forward: Forward, images: torch.Tensor, labels: torch.Tensor, settings: AttackSettings) -> torch.Tensor:

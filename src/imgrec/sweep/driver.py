@@ -26,6 +26,7 @@ from imgrec.config import CONF_DIR, hydra_message, override_key, save_hydra_file
 from imgrec.errors import ConfigError, ImgrecError, one_line
 from imgrec.progress import log_to_file
 from imgrec.sweep import report as sweep_report
+from imgrec.sweep.constraint import VALUE_ATTR, Constraint
 from imgrec.sweep.pruning import TrialReporter, launch_mode
 from imgrec.sweep.report import INVALID_ATTR, REPEAT_ATTR
 from imgrec.sweep.space import encode_choice, first_point, override_value, parse_space, suggest
@@ -84,6 +85,7 @@ class Sweep:
         if self.spec.direction not in ("maximize", "minimize"):
             raise ConfigError(f"sweep.direction must be maximize or minimize, got {self.spec.direction}")
         self.params = parse_space(self.spec.space)
+        self.constraint = Constraint.from_spec(self.spec.get("constraint"), [p.key for p in self.params])
         self.base_overrides = [str(o) for o in self.spec.base]
         self.study_name = self.spec.study_name or default_study_name(self.name, self.user_overrides)
         if "'" in self.study_name or "`" in self.study_name:
@@ -174,8 +176,12 @@ class Sweep:
             for attr, value in (("sweep", self.name), ("question", self.spec.question), ("metric", self.spec.metric),
                                 ("overrides", self.base_overrides + self.user_overrides)):
                 self.study.set_user_attr(f"imgrec.{attr}", value)
-            for values in self.spec.get("enqueue") or []:
-                self.study.enqueue_trial({k: encode_choice(v) for k, v in OmegaConf.to_container(values).items()})
+            queued = [{k: encode_choice(v) for k, v in OmegaConf.to_container(values).items()}
+                      for values in self.spec.get("enqueue") or []]
+            if self.constraint is not None:  # the reference runs first: the other trials are judged against it
+                queued = [self.constraint.reference, *(q for q in queued if q != self.constraint.reference)]
+            for values in queued:
+                self.study.enqueue_trial(values)
         return created
 
     def open_parent(self, created: bool) -> None:
@@ -288,6 +294,8 @@ class Sweep:
         for key in ("imgrec.error", "imgrec.epochs", INVALID_ATTR):
             if key in earlier.user_attrs:
                 trial.set_user_attr(key, earlier.user_attrs[key])
+        if self.constraint is not None and earlier.state == TrialState.COMPLETE:
+            self.judge(trial, earlier.user_attrs.get(VALUE_ATTR))
         trial.set_user_attr(REPEAT_ATTR, earlier.number)
         client, original = self.parent.client, earlier.user_attrs.get("imgrec.mlflow_run_id")
         run = client.create_run(client.get_run(self.parent.run_id).info.experiment_id,
@@ -299,6 +307,13 @@ class Sweep:
         self.study.tell(trial, earlier.value if earlier.state == TrialState.COMPLETE else None, state=earlier.state)
         log.info("trial %d: the setting of trial %d again; its result is reused, nothing trained", trial.number, earlier.number)
 
+    def judge(self, trial: optuna.Trial, value: float | None) -> None:
+        """Record the trial's value of the constraint's metric, and tell TPE how far it falls short (before
+        the trial is told: samplers read constraints then; imgrec.sweep.constraint)."""
+        trial.set_user_attr(VALUE_ATTR, value)
+        trials = self.study.get_trials(deepcopy=False)
+        trial.set_constraint(self.constraint.metric, self.constraint.shortfall(trial.params, value, trials))
+
     def child_tags(self, trial: optuna.Trial) -> dict[str, str]:
         return {"mlflow.parentRunId": self.parent.run_id, "mlflow.runName": f"trial_{trial.number}",
                 "optuna.study_name": self.study_name, "optuna.trial_number": str(trial.number),
@@ -309,6 +324,8 @@ class Sweep:
         trial.set_user_attr("imgrec.mlflow_run_id", run_id)
         trial.set_user_attr("imgrec.error", error)
         trial.set_user_attr("imgrec.epochs", reporter.epochs if reporter else None)
+        if self.constraint is not None and state == TrialState.COMPLETE and run_id:
+            self.judge(trial, self.parent.client.get_run(run_id).data.metrics.get(self.constraint.metric))
         try:
             self.study.tell(trial, value if state == TrialState.COMPLETE else None, state=state)
         except optuna.exceptions.UpdateFinishedTrialError:  # reclaimed as stale meanwhile: its retry will run
@@ -324,7 +341,11 @@ class Sweep:
         if state == TrialState.FAIL:
             log.warning("trial %d failed: %s", trial.number, error)
         elif state == TrialState.COMPLETE:
-            best = self.study.best_trial
+            try:
+                best = self.study.best_trial  # with a constraint: the best feasible trial
+            except ValueError:  # no trial is feasible yet
+                log.info("trial %d: %s=%.4f (no feasible trial yet)", trial.number, self.spec.metric, value)
+                return
             log.info("trial %d: %s=%.4f (best %.4f, trial %d)", trial.number, self.spec.metric, value, best.value, best.number)
 
     def requeue(self, trial: optuna.Trial) -> None:
@@ -357,7 +378,7 @@ class Sweep:
             metric=self.spec.metric, direction=self.spec.direction, n_trials=self.spec.n_trials, dataset=dataset,
             epochs=epochs, seed=cfg.seed, sampler=f"{sampler.get('type', 'tpe')} (seed {sampler.get('seed')})",
             pruner=str(self.spec.pruner.get("type", "median")), base_overrides=self.base_overrides,
-            user_overrides=self.user_overrides, notes=notes)
+            user_overrides=self.user_overrides, notes=notes, constraint=self.constraint)
 
     def report(self) -> str:
         answer = sweep_report.write_report(self.study, self.context(), self.dir, self.parent.client, self.parent.run_id)

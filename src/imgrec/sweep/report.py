@@ -21,6 +21,8 @@ from statistics import mean
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from imgrec.sweep.constraint import VALUE_ATTR, Constraint
+
 log = logging.getLogger(__name__)
 
 SURPLUS_ATTR = "imgrec.surplus"  # user attr of a trial created past the budget (never run)
@@ -76,6 +78,7 @@ class Context:
     base_overrides: list[str] = field(default_factory=list)  # the sweep's base, applied to every trial
     user_overrides: list[str] = field(default_factory=list)  # the command line's, applied to every trial
     notes: list[str] = field(default_factory=list)  # more caveats, e.g. epochs limited to a few batches
+    constraint: Constraint | None = None  # a metric each answer must keep (imgrec.sweep.constraint)
 
 
 def write_report(study: optuna.Study, ctx: Context, out_dir: Path, client=None, run_id: str | None = None) -> str:
@@ -96,8 +99,13 @@ def write_report(study: optuna.Study, ctx: Context, out_dir: Path, client=None, 
     write_atomically(files[-1], answer)
 
     if client is not None and run_id is not None:
-        log_to_parent(client, run_id, files, ctx, trials, complete, importances, answer)
+        log_to_parent(client, run_id, files, ctx, trials, answerable(ctx, trials, complete), importances, answer)
     return answer
+
+
+def answerable(ctx: Context, trials: list[FrozenTrial], complete: list[FrozenTrial]) -> list[FrozenTrial]:
+    """The completed trials an answer may name, best first: with a constraint, the feasible ones."""
+    return complete if ctx.constraint is None else ctx.constraint.feasible(complete, trials)
 
 
 def ranked(trials: list[FrozenTrial], direction: str) -> list[FrozenTrial]:
@@ -169,11 +177,12 @@ def setting(params: dict, keys: Sequence[str] | None = None) -> str:
 
 def answer_md(ctx, trials, complete, importances, why_not, plots) -> str:
     counts = {state: sum(t.state == state for t in trials) for state in TrialState}
-    lines = [f"# Sweep `{ctx.sweep}`: {ctx.question}", "", "## Answer", "", answer_paragraph(ctx, complete, importances, why_not), ""]
+    answer = answer_paragraph(ctx, answerable(ctx, trials, complete), importances, why_not)
+    if ctx.constraint is not None:
+        answer = constrained_paragraph(ctx, trials, complete) + " " + answer
+    lines = [f"# Sweep `{ctx.sweep}`: {ctx.question}", "", "## Answer", "", answer, ""]
     if complete:
-        lines += ["## Evidence", "", f"Top trials by {ctx.metric} ({ctx.direction}):", ""]
-        lines += ["| trial | " + ctx.metric + " | setting |", "|---:|---:|---|"]
-        lines += [f"| {t.number} | {t.value:.4f} | {setting(t.params)} |" for t in complete[:5]]
+        lines += ["## Evidence", "", f"Top trials by {ctx.metric} ({ctx.direction}):", ""] + top_table(ctx, complete)
         lines += [""] + per_choice_table(ctx, trials, complete)
     if importances:
         lines += ["Parameter importance (fANOVA, sums to 1):", ""]
@@ -185,13 +194,51 @@ def answer_md(ctx, trials, complete, importances, why_not, plots) -> str:
     return "\n".join(lines) + "\n"
 
 
+def top_table(ctx: Context, complete: list[FrozenTrial]) -> list[str]:
+    """The top trials, or with a constraint all of them, with the constraint's metric beside."""
+    if ctx.constraint is None:
+        return ["| trial | " + ctx.metric + " | setting |", "|---:|---:|---|",
+                *(f"| {t.number} | {t.value:.4f} | {setting(t.params)} |" for t in complete[:5])]
+    kept = ctx.constraint.metric
+    return [f"| trial | {ctx.metric} | {kept} | setting |", "|---:|---:|---:|---|",
+            *(f"| {t.number} | {t.value:.4f} | {fmt_value(t.user_attrs.get(VALUE_ATTR))} | {setting(t.params)} |"
+              for t in complete)]
+
+
+def fmt_value(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+def constrained_paragraph(ctx: Context, trials: list[FrozenTrial], complete: list[FrozenTrial]) -> str:
+    """What the constraint allows: the reference, the floor, and what the unconstrained best would cost."""
+    constraint = ctx.constraint
+    reference = constraint.reference_trial(trials)
+    if reference is None:
+        return (f"The reference setting {setting(constraint.reference)} has not completed with {constraint.metric}, "
+                f"so no trial can be judged against the constraint yet.")
+    floor = constraint.floor(trials)
+    feasible = constraint.feasible(complete, trials)
+    text = (f"Constraint: {constraint.metric} at most {constraint.max_drop:.4g} below the reference setting "
+            f"{setting(constraint.reference)} (trial {reference.number}: {reference.user_attrs[VALUE_ATTR]:.4f}), "
+            f"so at least {floor:.4f}; {len(feasible)} of {len(complete)} settings trained to the end keep it.")
+    if complete and feasible and complete[0].number != feasible[0].number:
+        over = complete[0]
+        text += (f" The best setting without the constraint, {setting(over.params)}, reaches {ctx.metric} = "
+                 f"{over.value:.4f} but {constraint.metric} = {fmt_value(over.user_attrs.get(VALUE_ATTR))}.")
+    return text
+
+
 def answer_paragraph(ctx, complete, importances, why_not) -> str:
+    """`complete`: the trials the answer may name, best first (imgrec.sweep.report.answerable)."""
+    if not complete and ctx.constraint is not None:
+        return "No setting trained to the end keeps the constraint, so this sweep has no answer within it."
     if not complete:
         return (f"No trial has completed yet, so this sweep cannot answer its question: see the caveats "
                 f"for what happened to the {ctx.n_trials} trials of the budget.")
+    among = "settings that keep it" if ctx.constraint is not None else "settings trained to the end"
     best = complete[0]
     text = (f"The best setting is {setting(best.params)}, with {ctx.metric} = {best.value:.4f} "
-            f"(trial {best.number}, the best of {len(complete)} settings trained to the end).")
+            f"(trial {best.number}, the best of {len(complete)} {among}).")
     runners = [t for t in complete[1:] if t.params != best.params][:2]
     if runners:
         described = []

@@ -8,15 +8,18 @@ The attack runs on the training batch in [0, 1] pixel space, the normalization i
   adversarial images found by PGD-`steps` on that KL.
 Robust accuracy (PGD, random start) is measured at `eval_eps` (default: `eps` when training adversarially)
 on the first `val_images` validation images each epoch and on every test image: `val/robust_acc`, `test/robust_acc`.
+AutoAttack (ART: APGD-CE, APGD-DLR, Square), much slower, runs at test on the first `autoattack_images` test
+images when that is > 0 (spread over the ranks): `test/autoattack_acc`.
 """
 
+import copy
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
-from imgrec.robust.attacks import AttackSettings, attacking, fgsm_rs, pgd, pgd_settings, trades_kl
+from imgrec.robust.attacks import AttackSettings, attacking, autoattack, fgsm_rs, pgd, pgd_settings, trades_kl
 
 METHODS = ("pgd", "fgsm_rs", "trades")
 
@@ -32,13 +35,21 @@ class Adversarial:
     val_steps: int = 10
     test_steps: int = 20
     val_images: int = 1000
+    autoattack_images: int = 0
 
     def __post_init__(self):
         if self.method not in (None, *METHODS):
             raise ValueError(f"task.adversarial.method: unknown '{self.method}'; choose one of {', '.join(METHODS)} "
                              "(or null)")
+        if self.autoattack_images and self.robust_eps is None:
+            raise ValueError("task.adversarial.autoattack_images needs an eps to attack at: set task.adversarial.eval_eps")
         if self.eps < 0 or self.steps < 1:
             raise ValueError(f"task.adversarial: eps must be >= 0 and steps >= 1, got {self.eps} and {self.steps}")
+
+    @property
+    def trains_adversarially(self) -> bool:
+        """eps 0 is standard training (a sweep's reference point): no attack to pay for."""
+        return self.method is not None and self.eps > 0
 
     @property
     def robust_eps(self) -> float | None:
@@ -73,3 +84,13 @@ class Adversarial:
             adversarial = pgd(forward, pixels.clone(), labels.clone(), self.evaluation(stage))
             with torch.no_grad():
                 return (forward(adversarial).argmax(dim=1) == labels).float()
+
+    def autoattack_correct(self, pixel_model: torch.nn.Module, pixels: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """1.0 for each image the network still classifies correctly under AutoAttack at the evaluation eps.
+        ART moves and re-modes the model it is given: it gets a copy, in fp32 (no autocast)."""
+        with torch.inference_mode(False), torch.enable_grad(), torch.autocast(pixels.device.type, enabled=False):
+            model = copy.deepcopy(pixel_model).float().eval()  # outside inference mode: its weights need autograd
+            pixels, labels = pixels.clone().float(), labels.clone()
+            adversarial = autoattack(model, pixels, labels, self.robust_eps)
+            with torch.no_grad():
+                return (model(adversarial).argmax(dim=1) == labels).float()

@@ -69,6 +69,8 @@ class ClassificationTask(Task):
             setattr(self, f"{stage}_loss", MeanMetric())
         if self.adversarial.robust_eps is not None:  # val/robust_acc, test/robust_acc
             self.val_robust_acc, self.test_robust_acc = MeanMetric(), MeanMetric()
+        if self.adversarial.autoattack_images:
+            self.test_autoattack_acc = MeanMetric()
         self.val_acc_best = MaxMetric()
         self.val_acc_best.persistent(True)  # kept in checkpoints, so a resumed run remembers its best
         self.test_confusion = ConfusionMatrix(task="multiclass", num_classes=self.num_classes)
@@ -89,7 +91,7 @@ class ClassificationTask(Task):
 
     def model_step(self, batch, stage: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         images, labels = batch
-        if stage == "train" and self.adversarial.method:
+        if stage == "train" and self.adversarial.trains_adversarially:
             loss, logits = self.adversarial.training_loss(self.net, self.pixel_forward,
                                                           self.normalization.to_pixels(images), labels, self.criterion)
         else:
@@ -111,11 +113,23 @@ class ClassificationTask(Task):
             return
         pixels = self.normalization.to_pixels(images)
         metric.update(self.adversarial.robust_correct(self.net, self.pixel_forward, pixels, labels, stage))
+        if stage == "test" and self.adversarial.autoattack_images:
+            self.update_autoattack(pixels, labels)
+
+    def update_autoattack(self, pixels: torch.Tensor, labels: torch.Tensor) -> None:
+        """AutoAttack on the first autoattack_images test images (each rank its share of them)."""
+        share = -(-self.adversarial.autoattack_images // self.trainer.world_size)  # rounded up
+        wanted = share - int(self.test_autoattack_acc.weight.sum())
+        if wanted > 0:
+            pixel_model = torch.nn.Sequential(self.normalization, self.net)
+            self.test_autoattack_acc.update(self.adversarial.autoattack_correct(pixel_model, pixels[:wanted], labels[:wanted]))
 
     def log_stage(self, stage: str) -> None:
         metrics = {"loss": getattr(self, f"{stage}_loss"), **getattr(self, f"{stage}_metrics")}
         if stage != "train" and self.adversarial.robust_eps is not None:
             metrics["robust_acc"] = getattr(self, f"{stage}_robust_acc")
+        if stage == "test" and self.adversarial.autoattack_images:
+            metrics["autoattack_acc"] = self.test_autoattack_acc
         self.log_epoch(stage, metrics, prog_bar=("loss", "acc", "robust_acc"))
 
     def on_train_start(self) -> None:

@@ -1,4 +1,5 @@
-"""The classic conv families (LeNet-5, VGG-11, CIFAR ResNets, ResNet-18, WRN), built from their configs."""
+"""The image families (LeNet-5, AlexNet, VGG-11, GoogLeNet, CIFAR ResNets, ResNet-18, WRN, DenseNet-BC,
+MobileNetV2, ViT), built from their configs."""
 
 import re
 
@@ -14,7 +15,8 @@ from imgrec.models.resnet import BasicBlock, PreActBlock, ZeroPadShortcut
 from imgrec.train import train
 from tests.conftest import runs
 
-CONFIGS = ["lenet5", "vgg11", "resnet20", "resnet32", "resnet44", "resnet56", "resnet110", "resnet18", "wrn"]
+CONFIGS = ["lenet5", "alexnet", "vgg11", "googlenet", "resnet20", "resnet32", "resnet44", "resnet56", "resnet110",
+           "resnet18", "wrn", "densenet", "mobilenetv2", "vit"]
 
 # Measured for 10 classes on 3x32x32, every parameter counted (BN included). The CIFAR ResNets and
 # WRN-28-10 must round to their papers' figures (He et al. 2016 Table 6; Zagoruyko & Komodakis 2016).
@@ -28,8 +30,14 @@ PARAMS = {
     "resnet110": 1_727_962,
     "resnet18": 11_173_962,  # kuangliu/pytorch-cifar's ResNet18
     "wrn": 36_479_194,  # WRN-28-10
+    "alexnet": 7_706_442,  # 5 convs with bias (no BN) + 4096-1024-1024-10
+    "googlenet": 5_871_914,  # the 5x5 branches as 5x5 convs (kuangliu's two 3x3 convs: 6.17M)
+    "densenet": 769_162,  # DenseNet-BC L=100 k=12: "0.8M" in Huang et al. 2017 Table 2
+    "mobilenetv2": 2_236_682,  # identity shortcuts only, as in the paper (kuangliu's 1x1 projections: 2.30M)
+    "vit": 1_806_538,  # patch 4, 6 layers, dim 192, 3 heads, MLP 384
 }
-PAPER_MILLIONS = {"resnet20": 0.27, "resnet32": 0.46, "resnet44": 0.66, "resnet56": 0.85, "resnet110": 1.7, "wrn": 36.5}
+PAPER_MILLIONS = {"resnet20": 0.27, "resnet32": 0.46, "resnet44": 0.66, "resnet56": 0.85, "resnet110": 1.7, "wrn": 36.5,
+                  "densenet": 0.8}
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -78,7 +86,7 @@ def test_parameter_counts_match_the_papers(name):
     count = n_params(build(name, (3, 32, 32)))
     assert count == PARAMS[name]
     if name in PAPER_MILLIONS:  # the papers print two significant figures (WRN: 36.5M)
-        digits = ".3g" if name == "wrn" else ".2g"
+        digits = {"wrn": ".3g", "densenet": ".1g"}.get(name, ".2g")  # DenseNet-BC: 0.77M, printed as 0.8M
         assert float(f"{count / 1e6:{digits}}") == PAPER_MILLIONS[name]
 
 

@@ -19,7 +19,8 @@ SHOWN = (
 
 
 class EpochSummary(L.Callback):
-    """Logs e.g. `epoch 3/10  train/loss 0.3120 ... val/acc 0.9120  (epoch 24.8 s, training 2210 img/s)`.
+    """Logs e.g. `epoch 3/10  train/loss 0.3120 ... val/acc 0.9120  (epoch 24.8 s, training 2210 img/s)`, and
+    the training rate as the metric `perf/train_img_per_s` (training batches only, validation not counted).
 
     The line waits for the next epoch's start (or the end of training): tasks log an epoch's training
     metrics in their own on_train_epoch_end, which Lightning calls after the callbacks'.
@@ -45,6 +46,7 @@ class EpochSummary(L.Callback):
         seconds = time.perf_counter() - self._start
         rate = self._images * trainer.world_size / (self._train_seconds or seconds)
         self._pending = (trainer.current_epoch + 1, seconds, rate)
+        pl_module.log("perf/train_img_per_s", rate, rank_zero_only=True)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._report(trainer)

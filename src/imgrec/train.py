@@ -19,7 +19,9 @@ from imgrec.config import CONF_DIR, config_errors, register_resolvers
 from imgrec.data.synthetic import SyntheticSamples
 from imgrec.drivers import quiet_warnings
 from imgrec.errors import ConfigError, ImgrecError
+from imgrec.tasks.classification import ClassificationTask
 from imgrec.tracking import run as tracking
+from imgrec.tracking.datasets import log_dataset
 from imgrec.tracking.identity import config_hash
 from imgrec.tracking.store import open_store
 from imgrec.validation import validate
@@ -73,11 +75,17 @@ def train(cfg: DictConfig, callbacks: Sequence[L.Callback] = (), tags: dict[str,
 
     tags = {**tracking.run_tags(output_dir, config_id, recipe_id, cfg.callbacks.model_checkpoint.dirpath), **(tags or {})}
     with tracking.tracked_run(logger, cfg, tags, resumed=resume is not None) as run_id:
+        log_dataset(logger.experiment, run_id, datamodule)  # the UI's Dataset column
         metric = fit_and_test(trainer, task, datamodule, cfg, ckpt_path)
         logger.experiment.log_metric(run_id, "fit/epochs", epochs_trained(trainer))  # for tables and leaderboards
         logger.experiment.log_metric(run_id, "fit/steps", trainer.global_step)
-        if trainer.checkpoint_callback and trainer.checkpoint_callback.best_model_path:
-            logger.experiment.set_tag(run_id, tracking.BEST_CHECKPOINT_TAG, trainer.checkpoint_callback.best_model_path)
+        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+        if best:
+            logger.experiment.set_tag(run_id, tracking.BEST_CHECKPOINT_TAG, best)
+        if best and cfg.logger.log_model and isinstance(task, ClassificationTask):  # the UI's Model column
+            from imgrec.deploy.pyfunc import log_run_model
+
+            log_run_model(run_id, cfg.logger.tracking_uri, best, datamodule.in_shape, datamodule.class_names)
     print_summary(trainer, cfg, metric, run_id, output_dir)
     return metric
 

@@ -52,6 +52,8 @@ FIXED_KEYS = {
     "data.val_size": Rule(PositiveInt | Fraction, "a positive number of images, or a fraction between 0 and 1"),
     "data.train_size": Rule(PositiveInt | None, "a positive integer or null"),
     "data.split_seed": Rule(StrictInt, "an integer"),
+    "data.folds": Rule(Annotated[StrictInt, Field(ge=2)] | None, "an integer >= 2 or null"),
+    "data.fold": Rule(Annotated[StrictInt, Field(ge=0)], "an integer >= 0"),
     "optimizer.lr": Rule(Annotated[float, Field(gt=0)], "a number > 0"),
     "optimizer.weight_decay": Rule(Annotated[float, Field(ge=0)], "a number >= 0"),
     "logger.tracking_uri": Rule(Annotated[StrictStr, Field(min_length=1)], "a tracking URI"),

@@ -86,6 +86,10 @@ class IdxLayout:
         """The directory itself when it holds all four files, else None."""
         return directory if all(_idx_file(directory, stem) for stem in self.stems) else None
 
+    def files(self, source: Path) -> list[Path]:
+        """The files `read` reads from what `find` returned."""
+        return [_idx_file(source, stem) for stem in self.stems]
+
     def read(self, source: Path, spec: DatasetSpec) -> Splits:
         train = _read_idx_pair(source, self.train_images, self.train_labels, spec)
         test = _read_idx_pair(source, self.test_images, self.test_labels, spec)
@@ -112,6 +116,10 @@ class CifarLayout:
             return folder
         tarball = directory / self.tarball
         return tarball if tarball.is_file() else None
+
+    def files(self, source: Path) -> list[Path]:
+        """The files `read` reads from what `find` returned."""
+        return [source] if source.is_file() else [source / name for name in (*self.train_batches, *self.test_batches)]
 
     def read(self, source: Path, spec: DatasetSpec) -> Splits:
         splits = read_cifar_splits(
@@ -306,6 +314,12 @@ def locate(name: str, root: str | Path | None, download: bool) -> Path:
     if source is None:  # only if the downloads do not match the layout: a catalog bug
         raise DataNotFoundError(_not_found_message(spec, root, places, failure="files missing"))
     return source
+
+
+def dataset_files(name: str, root: str | Path | None, download: bool) -> tuple[Path, list[Path]]:
+    """(where the dataset is, the files its splits are read from)."""
+    spec, source = get_spec(name), locate(name, root, download)
+    return source, [source] if spec.layout is None else spec.layout.files(source)
 
 
 def load_dataset(name: str, root: str | Path | None, download: bool) -> Splits:

@@ -86,10 +86,13 @@ class ImageDataModule(L.LightningDataModule):
         classes: list[int] | None = None,
         train_size: int | None = None,
         synthetic: SyntheticSamples | dict[str, Any] | None = None,
+        folds: int | None = None,
+        fold: int = 0,
     ):
         """The types and ranges of these arguments are checked by imgrec.validation with the rest of the config.
 
         `val_size`: a count of training images, or a fraction of them (0 < x < 1), held out for validation.
+        `folds`, `fold`: validate on fold `fold` of `folds` stratified folds instead (k-fold cross-validation).
         `synthetic`: GAN augmentation, built by imgrec.train.build_datamodule from `data.synthetic`
         (a generator's URI); the config's own {generator: null, ...} means none.
         """
@@ -108,7 +111,7 @@ class ImageDataModule(L.LightningDataModule):
             synthetic.check(self.in_shape, self.num_classes)
         self.root, self.download = root, download
         self.batch_size, self.eval_batch_size, self.num_workers = batch_size, eval_batch_size, num_workers
-        self.val_size, self.split_seed = val_size, split_seed
+        self.val_size, self.split_seed, self.folds, self.fold = val_size, split_seed, folds, fold
         try:
             self.augment = Augment(**(augment or {}))
         except TypeError as err:
@@ -141,7 +144,7 @@ class ImageDataModule(L.LightningDataModule):
         if self._splits is not None:
             return
         self._splits = split_dataset(self.spec.name, self.root, self.download, self.val_size, self.split_seed,
-                                     self.classes, self.train_size)
+                                     self.classes, self.train_size, self.folds, self.fold)
         self.normalization = self._splits.normalization
 
     def setup(self, stage: str | None = None) -> None:

@@ -46,8 +46,10 @@ def select_classes(images: torch.Tensor, labels: torch.Tensor, classes: list[int
 
 
 def split_dataset(name: str, root: str | None, download: bool, val_size: int | float, split_seed: int,
-                  classes: list[int] | None = None, train_size: int | None = None) -> DataSplits:
-    """Read the dataset and hold `val_size` training images (a count, or a fraction) out for validation.
+                  classes: list[int] | None = None, train_size: int | None = None, folds: int | None = None,
+                  fold: int = 0) -> DataSplits:
+    """Read the dataset and hold `val_size` training images (a count, or a fraction) out for validation; with
+    `folds`, hold out fold `fold` of `folds` stratified folds instead (k-fold cross-validation, scripts/cv.py).
 
     The split depends on split_seed only, so every run (any seed) validates on the same images, and
     `train_size` keeps the same labelled subset. A split that does not fit the data is a ConfigError.
@@ -56,12 +58,15 @@ def split_dataset(name: str, root: str | None, download: bool, val_size: int | f
     num_classes = catalog.get_spec(name).num_classes
     images, labels = select_classes(torch.from_numpy(files.train_images), torch.from_numpy(files.train_labels),
                                     classes, num_classes)
-    val_count = round(val_size * len(labels)) if isinstance(val_size, float) else val_size
-    if not 0 < val_count < len(labels):
-        raise ConfigError(f"data.val_size={val_size} must leave images for both training and validation "
-                          f"(the training set has {len(labels)})")
-    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(split_seed))
-    train_idx, val_idx = order[val_count:], order[:val_count]
+    if folds is not None:
+        train_idx, val_idx = stratified_fold(labels, folds, fold, split_seed)
+    else:
+        val_count = round(val_size * len(labels)) if isinstance(val_size, float) else val_size
+        if not 0 < val_count < len(labels):
+            raise ConfigError(f"data.val_size={val_size} must leave images for both training and validation "
+                              f"(the training set has {len(labels)})")
+        order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(split_seed))
+        train_idx, val_idx = order[val_count:], order[:val_count]
     if train_size is not None:
         if train_size > len(train_idx):
             raise ConfigError(f"data.train_size={train_size} exceeds the {len(train_idx)} training images")
@@ -69,6 +74,21 @@ def split_dataset(name: str, root: str | None, download: bool, val_size: int | f
     test = select_classes(torch.from_numpy(files.test_images), torch.from_numpy(files.test_labels), classes, num_classes)
     return DataSplits(train=(images[train_idx], labels[train_idx]), val=(images[val_idx], labels[val_idx]), test=test,
                       normalization=Normalization(*channel_stats(images[train_idx])))
+
+
+def stratified_fold(labels: torch.Tensor, folds: int, fold: int, split_seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(training indices, validation indices) of fold `fold` of `folds` stratified folds: each fold keeps the
+    class proportions, the folds cover the training set once, and split_seed alone decides them."""
+    from sklearn.model_selection import StratifiedKFold
+
+    smallest = int(torch.bincount(labels).masked_fill(torch.bincount(labels) == 0, len(labels)).min())
+    if not 2 <= folds <= smallest:
+        raise ConfigError(f"data.folds={folds} must be at least 2 and at most the smallest class's {smallest} images")
+    if not 0 <= fold < folds:
+        raise ConfigError(f"data.fold={fold} must be in 0..{folds - 1}")
+    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=split_seed)
+    train_idx, val_idx = list(splitter.split(labels.numpy().reshape(-1, 1), labels.numpy()))[fold]
+    return torch.from_numpy(train_idx), torch.from_numpy(val_idx)
 
 
 def labelled_test_split(data: str, class_names: tuple[str, ...] | None, root: str | None, download: bool = False) -> Split:

@@ -12,7 +12,6 @@ import copy
 import csv
 import io
 import platform
-import statistics
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -23,6 +22,7 @@ import numpy as np
 import torch
 
 from imgrec import drivers, hardware
+from imgrec.cost import latency_ms
 from imgrec.deploy.export import (calibration_images, check, eager, export_int8, export_onnx, logits_of, runner,
                                   test_images)
 
@@ -47,18 +47,6 @@ def reset_peak() -> None:
         Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM (Linux >= 4.0)
     except OSError:
         pass
-
-
-def latency_ms(run: Callable[[np.ndarray], np.ndarray], image: np.ndarray, calls: int) -> tuple[float, float]:
-    for _ in range(10):
-        run(image)
-    times = []
-    for _ in range(calls):
-        start = time.perf_counter()
-        run(image)
-        times.append((time.perf_counter() - start) * 1000)
-    times.sort()
-    return statistics.median(times), times[min(len(times) - 1, int(0.99 * len(times)))]
 
 
 def throughput(run: Callable[[np.ndarray], np.ndarray], batch: np.ndarray, repeats: int) -> float:

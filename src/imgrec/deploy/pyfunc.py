@@ -2,8 +2,16 @@
 `mlflow models serve --env-manager local` and everywhere in imgrec (imgrec.hub finds the checkpoint inside).
 
 The pyfunc takes float32 images in [0, 1], (N, C, H, W), and returns one row per image: the probability
-of each class (a column per class name) and `pred`, the most probable class's name.
+of each class (a column per class name) and `pred`, the most probable class's name. Every classifier run
+logs its best checkpoint this way too (`log_run_model`, train.py with logger.log_model=true): the run's
+Model column in the MLflow UI, `models:/<model id>` anywhere.
 """
+
+import logging
+import os
+import warnings
+from contextlib import contextmanager
+from unittest import mock
 
 import mlflow
 import numpy as np
@@ -12,7 +20,6 @@ import torch
 from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, Schema, TensorSpec
 
-from imgrec.deploy.export import test_images
 
 
 class ImageClassifier(mlflow.pyfunc.PythonModel):
@@ -35,15 +42,56 @@ def probabilities(model, images: np.ndarray) -> pd.DataFrame:
 
 
 def signature(model) -> ModelSignature:
+    return signature_of(model.spec.in_shape, model.class_names)
+
+
+def signature_of(in_shape, class_names) -> ModelSignature:
     # unnamed: `{"inputs": [...]}` then arrives as one array, not a dict of named tensors
-    inputs = Schema([TensorSpec(np.dtype(np.float32), (-1, *model.spec.in_shape))])
-    outputs = Schema([ColSpec("double", name) for name in model.class_names] + [ColSpec("string", "pred")])
+    inputs = Schema([TensorSpec(np.dtype(np.float32), (-1, *in_shape))])
+    outputs = Schema([ColSpec("double", name) for name in class_names] + [ColSpec("string", "pred")])
     return ModelSignature(inputs=inputs, outputs=outputs)
+
+
+def requirements() -> list[str]:
+    """Given, so that MLflow does not infer them in a subprocess (seconds per model)."""
+    return [f"torch=={torch.__version__}", f"mlflow=={mlflow.__version__}", "imgrec"]
+
+
+def log_run_model(run_id: str, tracking_uri: str, checkpoint: str, in_shape, class_names) -> str:
+    """The run's best checkpoint as the run's MLflow model (a pyfunc with its signature; no input example, so
+    nothing is run, and the requirements given, so none are inferred): about half a second. The run stays
+    as it is (no fluent run is started and ended). Returns the model's `models:/<model id>` URI."""
+    from mlflow.entities import LoggedModelOutput
+
+    mlflow.set_tracking_uri(tracking_uri)
+    client = mlflow.MlflowClient(tracking_uri)
+    run = client.get_run(run_id)
+    model = mlflow.initialize_logged_model(name="model", source_run_id=run_id, experiment_id=run.info.experiment_id)
+    with warnings.catch_warnings(), quiet_logger("mlflow.pyfunc"), \
+            mock.patch.dict(os.environ, {"MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}):
+        warnings.filterwarnings("ignore", message="Passing a Python object as `python_model`")  # our own class
+        info = mlflow.pyfunc.log_model(name="model", python_model=ImageClassifier(), artifacts={"checkpoint": checkpoint},
+                                       signature=signature_of(in_shape, class_names), pip_requirements=requirements(),
+                                       model_id=model.model_id)
+    client.log_outputs(run_id, [LoggedModelOutput(model.model_id, step=0)])
+    return info.model_uri
+
+
+@contextmanager
+def quiet_logger(name: str):
+    logger = logging.getLogger(name)
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def register(job, name: str, alias: str | None) -> str:
     """Log the job's model as a pyfunc in a `register` child run, register it as `name`, point `alias` at it;
     returns `models:/<name>@<alias>` (or `/<version>`)."""
+    from imgrec.deploy.export import test_images
     from imgrec.hub import resolve_checkpoint
 
     model, cfg = job.model, job.cfg
@@ -57,7 +105,7 @@ def register(job, name: str, alias: str | None) -> str:
             info = mlflow.pyfunc.log_model(
                 name="model", python_model=ImageClassifier(), artifacts={"checkpoint": str(checkpoint)},
                 signature=signature(model), input_example=images[:2],  # a batch of 2: the batch size stays free
-                pip_requirements=[f"torch=={torch.__version__}", f"mlflow=={mlflow.__version__}", "imgrec"],
+                pip_requirements=requirements(),
                 registered_model_name=name)
         version = info.registered_model_version
         if alias:

@@ -32,8 +32,8 @@ from imgrec.sweep.report import INVALID_ATTR, REPEAT_ATTR
 from imgrec.sweep.space import encode_choice, first_point, override_value, parse_space, suggest
 from imgrec.sweep.storage import budget_is_spent, describe_storage, heartbeat, make_storage, retrying, within_budget
 from imgrec.tracking import run as tracking
-from imgrec.tracking.identity import is_infra
 from imgrec.tracking.driver_run import DriverRun
+from imgrec.tracking.identity import is_infra
 from imgrec.tracking.store import open_store
 from imgrec.train import train
 from imgrec.validation import validate
@@ -129,6 +129,8 @@ class Sweep:
         what = {"base": self.base_overrides, "overrides": result_overrides(self.user_overrides),
                 "space": OmegaConf.to_container(self.spec.space, resolve=True),
                 "metric": self.spec.metric, "direction": self.spec.direction}
+        if self.spec.get("folds"):  # cross-validated trials measure another metric (a mean over folds)
+            what["folds"] = self.spec.folds
         return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
     def sampler(self, seed_offset: int = 0) -> optuna.samplers.BaseSampler:
@@ -253,8 +255,11 @@ class Sweep:
             try:
                 cfg = self.compose(values, output_dir)
                 save_hydra_files(cfg, self.overrides(values), output_dir)
-                reporter = TrialReporter(trial, self.spec.metric) if launch_mode(cfg.trainer) == "single" else None
-                value = train(cfg, callbacks=[reporter] if reporter else [], tags=self.child_tags(trial))
+                if self.spec.folds:  # the mean over k folds, each a run under the trial's cross-validation run
+                    value = self.cross_validate(values, trial, output_dir)
+                else:
+                    reporter = TrialReporter(trial, self.spec.metric) if launch_mode(cfg.trainer) == "single" else None
+                    value = train(cfg, callbacks=[reporter] if reporter else [], tags=self.child_tags(trial))
                 if value is None or not math.isfinite(value):
                     error = f"{self.spec.metric} is {value}" + (" (not logged by this model/task)" if value is None else "")
                 else:
@@ -276,6 +281,12 @@ class Sweep:
                 log.exception("trial %d failed", trial.number)
                 error = f"{type(err).__name__}: {one_line(err)}"
         self.finish_trial(trial, state, value, error, reporter)
+
+    def cross_validate(self, values: dict, trial: optuna.Trial, output_dir: Path) -> float | None:
+        from imgrec.crossval import CrossValidation
+
+        tags = {k: v for k, v in self.child_tags(trial).items() if k != "mlflow.runName"}
+        return CrossValidation(int(self.spec.folds), self.overrides(values), parent_tags=tags, out_dir=output_dir).run()[0]
 
     def same_setting(self, trial: optuna.Trial) -> optuna.trial.FrozenTrial | None:
         """An earlier trial that ran these params to the end (complete, pruned or invalid), if the

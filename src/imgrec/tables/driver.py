@@ -5,12 +5,15 @@ conf/train.yaml that define it, the published value and its source. Every row x 
 same `imgrec.train.train` as train.py, tracked as an MLflow run tagged with table, row, budget and its
 config hash; a finished run with the same tags and hash is reused instead of trained again, so a table
 fills up over several invocations, days or machines. The result goes to outputs/tables/ and to the
-table's parent run (one per table and budget) as Markdown, CSV and a PNG.
+table's parent run (one per table and budget) as Markdown, CSV and a PNG. A table with `cost: true` also
+measures what each row's trained network costs (imgrec.cost: parameters, MFLOPs, training img/s, batch-1
+CPU latency) and plots accuracy against MFLOPs.
 
 Overrides are applied in this order, later wins: the budget's (table-wide), the row's, the row's for
 this budget, the command line's, then `seed` and the MLflow experiment.
 """
 
+import dataclasses
 import logging
 import time
 from collections.abc import Sequence
@@ -27,8 +30,8 @@ from imgrec.progress import log_to_file
 from imgrec.tables import report
 from imgrec.tables.report import UNITS, RowResult, TableInfo
 from imgrec.tracking import run as tracking
-from imgrec.tracking.identity import config_hash
 from imgrec.tracking.driver_run import DriverRun
+from imgrec.tracking.identity import config_hash
 from imgrec.tracking.store import open_store
 from imgrec.train import train
 from imgrec.validation import validate
@@ -51,6 +54,7 @@ class Row:
     overrides: tuple[str, ...]  # the row's own plus its overrides for this budget
     metric: str  # what the row reads from its runs: the table's metric unless the row names its own
     skip: str | None  # why this row is not run under this budget (a context row, too slow for it...)
+    year: int | None  # when the row's method was published: the cost plot draws the history in this order
 
 
 @dataclass(frozen=True)
@@ -59,6 +63,7 @@ class Table:
     budget_overrides: tuple[str, ...]
     rows: tuple[Row, ...]
     experiment: str
+    cost: bool  # measure each row's network: imgrec.tables.driver.measure_cost
 
 
 # -- the table spec -------------------------------------------------------------------------------------
@@ -86,8 +91,10 @@ def load_table(driver_overrides: Sequence[str]) -> Table:
     rows = tuple(parse_row(row, spec.entries[row], spec, budget, where) for row in picked)
     metrics = ", ".join(dict.fromkeys(row.metric for row in rows)) or spec.metric  # rows may read other metrics
     info = TableInfo(name=name, title=spec.title, metric=metrics, unit=spec.unit, budget=budget,
-                     budget_about=spec.budgets[budget].get("about", ""), seeds=spec.seeds)
-    return Table(info, tuple(str(o) for o in spec.budgets[budget].get("overrides") or []), rows, spec.experiment)
+                     budget_about=spec.budgets[budget].get("about", ""), seeds=spec.seeds,
+                     published_on=spec.get("published_on"))
+    return Table(info, tuple(str(o) for o in spec.budgets[budget].get("overrides") or []), rows, spec.experiment,
+                 bool(spec.get("cost", False)))
 
 
 def parse_row(name: str, entry: DictConfig, spec: DictConfig, budget: str, where: str) -> Row:
@@ -105,7 +112,20 @@ def parse_row(name: str, entry: DictConfig, spec: DictConfig, budget: str, where
     overrides = [*(entry.get("overrides") or []), *(budgets.get(budget) or [])]
     return Row(name=name, label=entry.label, published=None if published is None else float(published),
                source=entry.source, tolerance=float(entry.get("tolerance", spec.tolerance)), note=entry.get("note"),
-               overrides=tuple(str(o) for o in overrides), skip=skip, metric=str(entry.get("metric", spec.metric)))
+               overrides=tuple(str(o) for o in overrides), skip=skip, metric=str(entry.get("metric", spec.metric)),
+               year=entry.get("year"))
+
+
+def measure_cost(client, run_id: str, tracking_uri: str) -> dict[str, float]:
+    """What the row's trained network costs: parameters, MFLOPs per image and batch-1 CPU latency of its
+    checkpoint (imgrec.cost), and the training rate its run logged (imgrec.progress.EpochSummary)."""
+    from imgrec import cost, hub
+
+    net, spec = hub.load_net(f"runs:/{run_id}", tracking_uri)
+    measured = {"params": float(cost.parameters(net)), "mflops": cost.mflops(net, spec.in_shape),
+                "latency_ms": cost.net_latency_ms(net, spec.in_shape)}
+    rate = client.get_run(run_id).data.metrics.get("perf/train_img_per_s")
+    return {**measured, **({"train_img_per_s": rate} if rate is not None else {})}
 
 
 # -- the driver -----------------------------------------------------------------------------------------
@@ -121,8 +141,10 @@ class Reproduction:
         self.configs = {(row.name, seed): self.compose(row, seed, Path("unused"))
                         for row in self.table.rows if row.skip is None for seed in range(self.info.seeds)}
         base = self.compose(None, 0, Path("unused"))
+        self.info = dataclasses.replace(self.info, data=str(base.data.get("name", "")))  # what ours were trained on
         self.root = Path(base.paths.root)
-        self.client = open_store(base.logger.tracking_uri)
+        self.tracking_uri = base.logger.tracking_uri
+        self.client = open_store(self.tracking_uri)
         self.experiment_id = tracking.experiment_id(self.client, self.table.experiment, base.logger.artifact_location)
 
     def overrides(self, row: Row | None, seed: int) -> list[str]:
@@ -165,7 +187,7 @@ class Reproduction:
 
     def run_row(self, row: Row, parent_id: str) -> RowResult:
         result = RowResult(name=row.name, label=row.label, published=row.published, source=row.source,
-                           tolerance=row.tolerance, note=row.note)
+                           tolerance=row.tolerance, note=row.note, year=row.year)
         if row.skip:
             result.reason = f"not run: {row.skip}" if not row.skip.startswith("context") else row.skip
             return result
@@ -195,6 +217,8 @@ class Reproduction:
         if failures:
             result.reason = f"{len(failures)} of {self.info.seeds} seeds failed"
             result.detail = "; ".join(failures)
+        if self.table.cost and result.run_ids:
+            result.cost = measure_cost(self.client, result.run_ids[0], self.tracking_uri)
         return result
 
     def reuse_or_train(self, row: Row, seed: int, parent_id: str) -> Run:

@@ -1,6 +1,8 @@
 """A reproduced table as a researcher pastes it: Markdown, CSV and a PNG of ours vs published.
 
-Values are in the table's unit (accuracy, accuracy in %, error in %), as the source prints them.
+Values are in the table's unit (accuracy, accuracy in %, error in %), as the source prints them. Rows whose
+networks were measured (a table with `cost: true`) get cost columns and a second PNG: accuracy against
+MFLOPs, one point per row, joined in the order of the rows' years.
 """
 
 import csv
@@ -33,6 +35,8 @@ class RowResult:
     run_ids: list[str] = field(default_factory=list)
     reason: str | None = None  # why some or all seeds have no value, short: not run, data missing, failed
     detail: str | None = None  # the whole story (an error message), listed under the table
+    year: int | None = None
+    cost: dict[str, float] = field(default_factory=dict)  # imgrec.tables.driver.measure_cost
 
     @property
     def ours(self) -> Summary:
@@ -42,6 +46,10 @@ class RowResult:
     def difference(self) -> float | None:
         ours = self.ours
         return None if self.published is None or ours.n == 0 else ours.mean - self.published
+
+    def difference_in(self, info: "TableInfo") -> float | None:
+        """The difference to the published value, where the two were measured on the same data."""
+        return None if not info.comparable else self.difference
 
 
 @dataclass(frozen=True)
@@ -53,6 +61,12 @@ class TableInfo:
     budget: str
     budget_about: str
     seeds: int
+    published_on: str | None = None  # the dataset of the published values, when the table says
+    data: str = ""  # the dataset ours were trained and tested on
+
+    @property
+    def comparable(self) -> bool:
+        return self.published_on is None or not self.data or self.published_on == self.data
 
     @property
     def higher_is_better(self) -> bool:
@@ -69,6 +83,8 @@ def verdict(row: RowResult, info: TableInfo, ref: str = "") -> str:
         return row.reason or "no result"
     if row.published is None:
         return "no published value"
+    if not info.comparable:
+        return f"not comparable: published on {info.published_on}, ours on {info.data}"
     diff = row.difference
     if abs(diff) <= row.tolerance:
         text = f"reproduced (within ±{row.tolerance:g})"
@@ -104,26 +120,43 @@ def epochs(values: Sequence[float]) -> str:
 
 
 HEADER = ["row", "published", "ours (mean ± std)", "difference", "seeds", "epochs", "wall / run", "verdict"]
+# The cost columns (key in RowResult.cost, header, format), after "ours", when any row was measured.
+COST_COLUMNS = (("params", "params (M)", lambda v: f"{v / 1e6:.2f}"), ("mflops", "MFLOPs / image", lambda v: f"{v:,.0f}"),
+                ("train_img_per_s", "training img/s", lambda v: f"{v:,.0f}"),
+                ("latency_ms", "latency (ms, batch 1)", lambda v: f"{v:.2f}"))
+
+
+def has_cost(rows: Sequence[RowResult]) -> bool:
+    return any(row.cost for row in rows)
 
 
 def markdown(info: TableInfo, rows: Sequence[RowResult]) -> str:
     unit = {"accuracy": "test accuracy", "accuracy_percent": "test accuracy (%)", "error_percent": "test error (%)"}[info.unit]
     better = "higher" if info.higher_is_better else "lower"
+    costs = COST_COLUMNS if has_cost(rows) else ()
+    header = [*HEADER[:3], *(title for _, title, _ in costs), *HEADER[3:]]
+    data = f" (ours on {info.data}, published on {info.published_on})" if not info.comparable else ""
     lines = [
         f"## {info.title}",
         "",
-        f"{unit} ({better} is better); budget `{info.budget}`: {info.budget_about}; "
+        f"{unit} ({better} is better){data}; budget `{info.budget}`: {info.budget_about}; "
         f"{info.seeds} seed{'s' if info.seeds != 1 else ''} per row.",
         "",
-        "| " + " | ".join(HEADER) + " |",
-        "|---|" + "---:|" * (len(HEADER) - 2) + "---|",
+        "| " + " | ".join(header) + " |",
+        "|---|" + "---:|" * (len(header) - 2) + "---|",
     ]
     for number, row in enumerate(rows, 1):
         ours = row.ours
-        cells = [f"{row.label} [{number}]", fmt(row.published, info.digits), ours.format(info.digits),
-                 fmt(row.difference, info.digits, signed=True), str(ours.n), epochs(row.epochs),
+        label = f"{row.label} ({row.year}) [{number}]" if row.year else f"{row.label} [{number}]"
+        measured = [show(row.cost[key]) if key in row.cost else "-" for key, _, show in costs]
+        cells = [label, fmt(row.published, info.digits), ours.format(info.digits), *measured,
+                 fmt(row.difference_in(info), info.digits, signed=True), str(ours.n), epochs(row.epochs),
                  duration(row.wall_s), verdict(row, info, f"[{number}]")]
         lines.append("| " + " | ".join(cells) + " |")
+    if costs:
+        lines += ["", ("Cost of each trained network on this machine: parameters; MFLOPs of one forward pass on one "
+                       "image (torch.utils.flop_counter: 2 FLOPs per multiply-add); training img/s of the run's last "
+                       "epoch; median batch-1 latency, eager fp32 on the CPU.")]
     lines += ["", "Sources:"]
     lines += [f"[{number}] {row.source}" + (f". Note: {row.note}" if row.note else "") for number, row in enumerate(rows, 1)]
     details = [f"[{number}] {row.detail}" for number, row in enumerate(rows, 1) if row.detail]
@@ -134,16 +167,18 @@ def markdown(info: TableInfo, rows: Sequence[RowResult]) -> str:
 def write_csv(path: Path, info: TableInfo, rows: Sequence[RowResult]) -> None:
     with path.open("w", newline="") as f:
         writer = csv.writer(f)
+        costs = [key for key, _, _ in COST_COLUMNS]
         writer.writerow(["table", "budget", "row", "label", "unit", "published", "ours_mean", "ours_std", "difference",
-                         "seeds", "epochs", "wall_s", "verdict", "source", "run_ids", "detail"])
+                         "seeds", "epochs", "wall_s", "verdict", "source", "run_ids", "detail", "year", *costs])
         for row in rows:
-            ours = row.ours
+            ours, difference = row.ours, row.difference_in(info)
             writer.writerow([info.name, info.budget, row.name, row.label, info.unit, row.published,
                              "" if ours.n == 0 else ours.mean, "" if ours.std is None else ours.std,
-                             "" if row.difference is None else row.difference, ours.n,
+                             "" if difference is None else difference, ours.n,
                              sum(row.epochs) / len(row.epochs) if row.epochs else "",
                              sum(row.wall_s) / len(row.wall_s) if row.wall_s else "",
-                             verdict(row, info), row.source, " ".join(row.run_ids), row.detail or ""])
+                             verdict(row, info), row.source, " ".join(row.run_ids), row.detail or "",
+                             row.year or "", *(row.cost.get(key, "") for key in costs)])
 
 
 def plot(path: Path, info: TableInfo, rows: Sequence[RowResult]) -> None:
@@ -181,12 +216,43 @@ def plot(path: Path, info: TableInfo, rows: Sequence[RowResult]) -> None:
     plt.close(fig)
 
 
+def plot_cost(path: Path, info: TableInfo, rows: Sequence[RowResult]) -> None:
+    """Accuracy against MFLOPs per image (log scale), one point per measured row, joined in year order:
+    what each step of the history bought, and at what compute."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    points = sorted(((r.year or 0, r.cost["mflops"], r.ours.mean, r.label) for r in rows
+                     if "mflops" in r.cost and r.ours.n), key=lambda p: p[0])
+    fig, ax = plt.subplots(figsize=(7.5, 5))
+    if points:
+        ax.plot([p[1] for p in points], [p[2] for p in points], color="0.7", zorder=1, label="in order of year")
+        ax.scatter([p[1] for p in points], [p[2] for p in points], color="tab:blue", zorder=2, label=f"ours ({info.budget})")
+        for year, flops, accuracy, label in points:
+            ax.annotate(f"{label}" + (f" ({year})" if year else ""), (flops, accuracy), textcoords="offset points",
+                        xytext=(5, 4), fontsize=8)
+    ax.set_xscale("log")
+    ax.set_xlabel("MFLOPs per image (log scale)")
+    ax.set_ylabel(f"{info.metric} as {info.unit}" + (f" ({info.data})" if info.data else ""))
+    ax.set_title(f"{info.title}\nbudget: {info.budget}", fontsize=10)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def write_all(directory: Path, info: TableInfo, rows: Sequence[RowResult]) -> list[Path]:
-    """outputs/tables/<table>_<budget>.{md,csv,png}; returns the paths."""
+    """outputs/tables/<table>_<budget>.{md,csv,png} (and _cost.png for measured rows); returns the paths."""
     directory.mkdir(parents=True, exist_ok=True)
     stem = directory / f"{info.name}_{info.budget}"
     md, table_csv, png = stem.with_suffix(".md"), stem.with_suffix(".csv"), stem.with_suffix(".png")
     md.write_text(markdown(info, rows))
     write_csv(table_csv, info, rows)
     plot(png, info, rows)
-    return [md, table_csv, png]
+    if not has_cost(rows):
+        return [md, table_csv, png]
+    plot_cost(cost_png := directory / f"{stem.name}_cost.png", info, rows)
+    return [md, table_csv, png, cost_png]

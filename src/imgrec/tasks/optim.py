@@ -1,6 +1,7 @@
 """Optimizer and LR-schedule wiring shared by the tasks (conf/optimizer, conf/scheduler)."""
 
 import inspect
+import math
 from collections.abc import Callable, Iterable
 from functools import partial
 from typing import Any
@@ -10,6 +11,23 @@ import torch
 # Schedule arguments that mean "the length of the run"; left null in a config, they are filled
 # with the run's total number of optimizer steps (or epochs, for interval=epoch).
 LENGTH_ARGS = ("T_max", "total_steps")
+
+
+def warmup_cosine(optimizer: torch.optim.Optimizer, total_steps: int, warmup: float = 0.1,
+                  min_factor: float = 0.0) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up from 0 over the first `warmup` fraction of the run, then cosine decay to `min_factor` x
+    the optimizer's lr: the recipe transformers need (conf/experiment/vit.yaml)."""
+    if not 0.0 <= warmup < 1.0:
+        raise ValueError(f"scheduler.schedule.warmup must be a fraction of the run in [0, 1), got {warmup}")
+    warmup_steps = round(warmup * total_steps)
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+        return min_factor + (1.0 - min_factor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 def configure(

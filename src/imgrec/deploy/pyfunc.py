@@ -21,7 +21,6 @@ from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, Schema, TensorSpec
 
 
-
 class ImageClassifier(mlflow.pyfunc.PythonModel):
     def load_context(self, context) -> None:
         from imgrec.hub import load_model

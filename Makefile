@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 FASHION_MNIST := /usr/share/datasets/fashion-mnist
 
-.PHONY: setup data train test ui serve clean
+.PHONY: setup data train test ui dashboard serve clean
 
 setup: $(BIN)/.installed data
 
@@ -31,6 +31,12 @@ test: setup
 
 ui: setup
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db
+
+# make dashboard [STORAGE=postgresql://...] [DASHBOARD_PORT=8080]: every Optuna study of the sweeps' storage
+STORAGE ?= sqlite:///outputs/sweeps/optuna.db
+DASHBOARD_PORT ?= 8080
+dashboard: setup
+	$(BIN)/optuna-dashboard "$(STORAGE)" --host 127.0.0.1 --port $(DASHBOARD_PORT)
 
 # make serve MODEL=models:/fmnist-cnn@champion [PORT=5001]: POST /invocations {"inputs": N x C x H x W [0, 1] floats}
 # (--env-manager local: this venv, nothing downloaded; the venv's bin on PATH, where mlflow finds uvicorn)

@@ -146,3 +146,15 @@ def trained_classifier(make_cfg, mlflow_client, idx_root, tmp_path) -> dict:
 def model_job_args(c: dict) -> list[str]:
     """What a script that takes `model=<uri>` needs to find the trained_classifier and write beside it."""
     return [f"model={c['uri']}", f"paths.root={c['home']}", f"logger.tracking_uri={c['tracking']}"]
+
+
+def free_port() -> int | None:
+    """A free TCP port on loopback for a test server, or None where none can be bound."""
+    import socket
+
+    try:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return s.getsockname()[1]
+    except OSError:
+        return None

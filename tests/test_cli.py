@@ -24,6 +24,20 @@ def test_default_command_trains_tests_and_reports_the_run(tmp_path, idx_root):
     assert run.data.tags["command"].startswith("train.py data.root=")
 
 
+# What Lightning and MLflow used to print before any work (issue 16); a default run prints none of it.
+NOISE = ("litlogger", "was configured so", "Trainer already configured with model summary", "Seed set to",
+         "GPU available", "TPU available", "is not supported by the model summary", "Downloading artifacts")
+
+
+def test_the_default_run_prints_its_work_and_none_of_the_framework_noise(tmp_path, idx_root):
+    done = train_py(f"data.root={idx_root}", "trainer.max_epochs=1", "trainer.accelerator=cpu", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    output = (done.stdout + done.stderr).splitlines()
+    assert [line for line in output if any(noise in line for noise in NOISE)] == []
+    text = "\n".join(output)
+    assert "Total params" in text and "epoch 1/1" in text and "test/acc" in text and "MLflow run" in text
+
+
 def test_unknown_group_option_lists_the_available_ones(tmp_path):
     done = train_py("model=resnet9000", cwd=tmp_path)
     assert done.returncode != 0
@@ -54,10 +68,13 @@ def test_hydra_multirun_gives_one_run_per_job(tmp_path, idx_root):
     assert len({r.data.tags["hydra.output_dir"] for r in all_runs}) == 3
 
 
-def test_two_process_ddp_on_cpu_logs_one_run(tmp_path, idx_root):
-    done = train_py("trainer=ddp_cpu", f"data.root={idx_root}", *FAST, cwd=tmp_path, timeout=600)
+def test_two_process_ddp_on_cpu_logs_one_run_also_when_training_adversarially(tmp_path, idx_root):
+    adversarial = ["task.adversarial.method=fgsm_rs", "task.adversarial.eval_eps=0.1", "task.adversarial.val_steps=2",
+                   "task.adversarial.test_steps=2", "task.adversarial.autoattack_images=4"]  # 2 images per rank
+    done = train_py("trainer=ddp_cpu", f"data.root={idx_root}", *FAST, *adversarial, cwd=tmp_path, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     (run,) = runs(client(tmp_path))  # rank 1 trains but does not track
     assert run.info.status == "FINISHED"
     assert run.data.params["trainer.devices"] == "2" and run.data.params["trainer.strategy"] == "ddp"
-    assert "test/acc" in run.data.metrics
+    assert {"test/acc", "val/robust_acc", "test/robust_acc"} <= set(run.data.metrics)
+    assert run.data.metrics["test/autoattack_acc"] in (0.0, 0.25, 0.5, 0.75, 1.0)  # the mean over both ranks' images

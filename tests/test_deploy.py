@@ -4,7 +4,6 @@ register in MLflow, serve over HTTP, benchmark inference."""
 import csv
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -19,7 +18,7 @@ from PIL import Image
 from imgrec.deploy import bench, export, predict
 from imgrec.deploy.images import read_image
 from imgrec.hub import load_model
-from tests.conftest import REPO, model_job_args as common, runs
+from tests.conftest import REPO, free_port, model_job_args as common, runs
 
 pytest.importorskip("onnxruntime", reason="pip install onnx onnxruntime onnxscript (the deploy extra)")
 
@@ -86,15 +85,6 @@ def test_every_export_round_trips_with_its_parity_check(trained_classifier, tmp_
     run = export.runner(kind, output, threads=1)
     for batch in (1, 5):  # the batch dimension is dynamic
         assert run(np.random.rand(batch, 1, 28, 28).astype(np.float32)).shape == (batch, 10)
-
-
-def free_port() -> int | None:
-    try:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            return s.getsockname()[1]
-    except OSError:
-        return None
 
 
 @pytest.mark.slow

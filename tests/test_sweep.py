@@ -355,6 +355,21 @@ def test_a_constrained_sweep_runs_its_reference_first_and_judges_each_trial_by_i
     assert "| trial | val/robust_acc | val/acc | setting |" in answer
 
 
+def test_the_gan_capacity_sweep_composes_and_runs_two_tiny_trials(home, trained_classifier, tmp_path):
+    """sweep=gan_capacity: DCGAN widths, latent size and learning rates, judged by the Frechet distance in the
+    features of a classifier trained on the same data (task.fd_classifier)."""
+    gan = [a for a in home if not a.startswith("model.")]  # the tiny CNN's keys are not DCGAN's
+    with pytest.raises(ConfigError, match="sweep gan_capacity needs task.fd_classifier"):
+        Sweep(["sweep=gan_capacity", *gan])
+    study = sweep_module.run(["sweep=gan_capacity", "sweep.n_trials=2", "sweep.study_name=gan2",
+                              f"task.fd_classifier={trained_classifier['uri']}", *gan])
+    trials = counted_trials(study.get_trials())
+    assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE"]
+    assert {"model.generator.width", "model.discriminator.width", "model.latent_dim"} <= set(trials[0].params)
+    answer = (tmp_path / "outputs/sweeps/gan2/answer.md").read_text()
+    assert "How wide should DCGAN" in answer and f"val/fd_classifier = {study.best_value:.4f}" in answer
+
+
 def synthetic_study(*trials: tuple[float, float, float]) -> optuna.Study:
     """A finished study of (eps, robust accuracy, clean accuracy) trials."""
     study = optuna.create_study(direction="maximize")

@@ -102,8 +102,33 @@ class ModelJob:
                                   experiment_name=self.cfg.logger.experiment_name)
 
 
+# Lightning's notices that say nothing about the run (rank_zero_info, the only way it says them): dropped by
+# their exact text, so that every other notice and warning still shows.
+LIGHTNING_NOISE = (
+    "💡 Tip: For seamless cloud logging",  # an advert, printed whenever the logger is not Lightning's LitLogger
+    "GPU available: ", "TPU available: ",  # the device is in the config summary and the run's params
+    "LOCAL_RANK: ",  # CUDA_VISIBLE_DEVICES per rank
+)
+
+
+class DropMessages(logging.Filter):
+    """Drops log records whose message starts with one of `prefixes`."""
+
+    def __init__(self, prefixes: Sequence[str]):
+        super().__init__()
+        self.prefixes = tuple(prefixes)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self.prefixes)
+
+
 def quiet_warnings() -> None:
     """Silence what the frameworks say that is not the user's concern, by its exact message."""
+    rank_zero = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    if not any(isinstance(f, DropMessages) for f in rank_zero.filters):
+        rank_zero.addFilter(DropMessages(LIGHTNING_NOISE))
+    # The model summary cannot size bf16 weights and says so at every run; the summary's counts are right.
+    warnings.filterwarnings("ignore", message=r".*is not supported by the model summary.*")
     # Lightning 2.6 calls an API torch 2.13 deprecates, once per run.
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
     # captum marks the images it differentiates (attacks, attributions) and says so at every call.

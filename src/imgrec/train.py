@@ -37,7 +37,7 @@ def train(cfg: DictConfig, callbacks: Sequence[L.Callback] = (), tags: dict[str,
     """
     validate(cfg)  # a bad value fails here, in one line, before anything is built or tracked
     with open_dict(cfg):
-        cfg.seed = L.seed_everything(cfg.seed, workers=True)  # a null seed is drawn here and logged
+        cfg.seed = L.seed_everything(cfg.seed, workers=True, verbose=False)  # a null seed is drawn here and logged
     # The run's identity is the config as asked for: an `auto` choice is hashed as `auto`, like the device it
     # picks for (imgrec.tracking.identity), so a table row trained on other hardware is the same row.
     config_id, recipe_id = config_hash(cfg), config_hash(cfg, with_seed=False)
@@ -67,7 +67,8 @@ def train(cfg: DictConfig, callbacks: Sequence[L.Callback] = (), tags: dict[str,
     with config_errors("logger"):
         logger = instantiate(cfg.logger, run_name=run_name(), run_id=resume.run_id if resume else None)
     with config_errors("trainer"):
-        trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger, enable_progress_bar=bar)
+        trainer: L.Trainer = instantiate(trainer_config(cfg.trainer), callbacks=callbacks, logger=logger,
+                                         enable_progress_bar=bar, enable_model_summary=False)  # callbacks.model_summary
 
     ckpt_path = str(resume.checkpoint) if resume else cfg.ckpt_path
     if not trainer.is_global_zero:  # DDP ranks > 0 train and test; rank zero tracks
@@ -93,6 +94,15 @@ def train(cfg: DictConfig, callbacks: Sequence[L.Callback] = (), tags: dict[str,
 # Trained models a run builds on are named by URI in three config keys: model.backbone.checkpoint (transfer),
 # task.fd_classifier (a GAN's sample-quality classifier) and data.synthetic.generator (GAN augmentation).
 # They are loaded here, through imgrec.hub, and handed over built: networks and datamodules never see a URI.
+
+
+def trainer_config(trainer: DictConfig) -> DictConfig:
+    """The trainer config without the limits at Lightning's own default of 1.0 (all batches): passed
+    explicitly, each makes Lightning print that all batches will be used."""
+    limits = ("limit_train_batches", "limit_val_batches", "limit_test_batches", "limit_predict_batches")
+    resolved = OmegaConf.to_container(trainer, resolve=True)
+    return OmegaConf.create({k: v for k, v in resolved.items()
+                             if not (k in limits and isinstance(v, float) and v == 1.0)})
 
 
 def load_source(cfg: DictConfig, key: str, loader=hub.load_net):

@@ -1,0 +1,75 @@
+"""The MLflow UI in a real browser: headless Chromium renders the runs page of a store holding a training run,
+a sweep and a cross-validation, and the run names and the Dataset column are in what it shows."""
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from imgrec.crossval import CrossValidation
+from imgrec.sweep import driver as sweep_module
+from imgrec.train import train
+from tests.conftest import FAST, free_port
+
+CHROMIUM = next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(CHROMIUM is None, reason="needs Chromium (apt-get install -y chromium)")]
+TINY = [*FAST, "data=mnist", "model.channels=[8]", "model.fc=[16]", "trainer.limit_train_batches=2",
+        "logger.log_model=true"]
+
+
+def chromium(url: str, *args: str) -> str:
+    """What headless Chromium shows at `url` once the page's scripts have run: its DOM (`--dump-dom`)."""
+    done = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                           "--virtual-time-budget=30000", "--window-size=1600,1000", *args, url],
+                          capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
+
+
+def test_the_runs_page_shows_the_runs_and_their_dataset(make_cfg, idx_root, tmp_path, monkeypatch):
+    common = [f"data.root={idx_root}", f"paths.root={tmp_path}"]
+    train(make_cfg(*TINY, *common))
+    sweep_module.run(["sweep=loss", "sweep.n_trials=1", "sweep.study_name=ui", f"sweep.storage=sqlite:///{tmp_path}/o.db",
+                      *TINY, *common])
+    CrossValidation(2, [*TINY, *common]).run()
+    store = f"sqlite:///{tmp_path}/mlruns/mlflow.db"
+    experiment = MlflowClient(store).get_experiment_by_name("imgrec").experiment_id
+
+    port = free_port()
+    if port is None:
+        pytest.skip("no loopback port to bind")
+    bin_dir = Path(sys.executable).parent
+    server = subprocess.Popen([bin_dir / "mlflow", "ui", "--backend-store-uri", store, "--host", "127.0.0.1",
+                               "--port", str(port)], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              text=True, env={**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"})
+    try:
+        import requests
+
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            if server.poll() is not None:
+                pytest.fail(f"mlflow ui exited: {server.stderr.read()[-2000:]}")
+            try:
+                if requests.get(f"http://127.0.0.1:{port}/health", timeout=5).ok:
+                    break
+            except requests.ConnectionError:
+                time.sleep(1)
+        url = f"http://127.0.0.1:{port}/#/experiments/{experiment}/runs"
+        dom = chromium(url, "--dump-dom")
+        screenshot = tmp_path / "runs.png"
+        chromium(url, f"--screenshot={screenshot}")
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    for name in ("cnn-mnist", "sweep-ui", "cv-2fold-"):  # a run, the sweep's parent, the cross-validation's parent
+        assert name in dom, f"{name} is not on the runs page"
+    assert "Dataset" in dom and "mnist" in dom  # the Dataset column and the runs' dataset input
+    assert screenshot.stat().st_size > 20_000
+    if os.environ.get("IMGREC_UI_SCREENSHOT"):  # keep it to look at: IMGREC_UI_SCREENSHOT=/path/to/runs.png
+        shutil.copy(screenshot, os.environ["IMGREC_UI_SCREENSHOT"])

@@ -34,7 +34,7 @@ def chromium(url: str, *args: str) -> str:
 
 def test_the_runs_page_shows_the_runs_and_their_dataset(make_cfg, idx_root, tmp_path, monkeypatch):
     common = [f"data.root={idx_root}", f"paths.root={tmp_path}"]
-    train(make_cfg(*TINY, *common))
+    train(make_cfg(*TINY, *common, fast=False))
     sweep_module.run(["sweep=loss", "sweep.n_trials=1", "sweep.study_name=ui", f"sweep.storage=sqlite:///{tmp_path}/o.db",
                       *TINY, *common])
     CrossValidation(2, [*TINY, *common]).run()

@@ -119,6 +119,7 @@ def epochs(values: Sequence[float]) -> str:
     return f"{mean:.0f}" if abs(mean - round(mean)) < 0.05 else f"{mean:.2f}"
 
 
+UNIT_LABELS = {"accuracy": "test accuracy", "accuracy_percent": "test accuracy (%)", "error_percent": "test error (%)"}
 HEADER = ["row", "published", "ours (mean ± std)", "difference", "seeds", "epochs", "wall / run", "verdict"]
 # The cost columns (key in RowResult.cost, header, format), after "ours", when any row was measured.
 COST_COLUMNS = (("params", "params (M)", lambda v: f"{v / 1e6:.2f}"), ("mflops", "MFLOPs / image", lambda v: f"{v:,.0f}"),
@@ -131,7 +132,7 @@ def has_cost(rows: Sequence[RowResult]) -> bool:
 
 
 def markdown(info: TableInfo, rows: Sequence[RowResult]) -> str:
-    unit = {"accuracy": "test accuracy", "accuracy_percent": "test accuracy (%)", "error_percent": "test error (%)"}[info.unit]
+    unit = UNIT_LABELS[info.unit]
     better = "higher" if info.higher_is_better else "lower"
     costs = COST_COLUMNS if has_cost(rows) else ()
     header = [*HEADER[:3], *(title for _, title, _ in costs), *HEADER[3:]]
@@ -235,10 +236,10 @@ def plot_cost(path: Path, info: TableInfo, rows: Sequence[RowResult]) -> None:
                         xytext=(5, 4), fontsize=8)
     ax.set_xscale("log")
     ax.set_xlabel("MFLOPs per image (log scale)")
-    ax.set_ylabel(f"{info.metric} as {info.unit}" + (f" ({info.data})" if info.data else ""))
+    ax.set_ylabel(UNIT_LABELS[info.unit] + (f" on {info.data}" if info.data else ""))
     ax.set_title(f"{info.title}\nbudget: {info.budget}", fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="best", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -30,7 +30,7 @@ def test_a_regular_install_finds_its_configs_from_another_directory(tmp_path):
     helped = subprocess.run([sys.executable, str(script), "--help"], cwd=elsewhere, env=env, capture_output=True,
                             text=True, timeout=120)
     assert helped.returncode == 0, helped.stderr[-2000:]
-    assert "model: autoencoder, cnn, dcgan" in helped.stdout and "data: cifar10, cifar100, digits" in helped.stdout
+    assert "model: alexnet, autoencoder, cnn, dcgan" in helped.stdout and "data: cifar10, cifar100, digits" in helped.stdout
     composed = subprocess.run([sys.executable, str(script), "model=resnet20", "--cfg", "job"], cwd=elsewhere, env=env,
                               capture_output=True, text=True, timeout=120)
     assert composed.returncode == 0 and "depth: 20" in composed.stdout

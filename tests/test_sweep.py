@@ -498,3 +498,33 @@ def test_report_only_rewrites_the_report_without_running_trials(home, tmp_path, 
     answer = (tmp_path / "outputs/sweeps/bs/answer.md").read_text()
     assert answer in capsys.readouterr().out
     assert "Parameter importances need at least 2 completed trials" in answer and "1 of 5 trials" in answer
+
+
+@pytest.mark.slow
+def test_the_dashboard_serves_every_study_of_the_storage(tmp_path):
+    """`make dashboard` runs optuna-dashboard on the sweeps' storage: its API lists the studies."""
+    import requests
+
+    from tests.conftest import free_port
+
+    storage = f"sqlite:///{tmp_path}/optuna.db"
+    for name in ("cnn_kernel", "loss"):
+        optuna.create_study(study_name=name, storage=storage)
+    port = free_port()
+    if port is None:
+        pytest.skip("no loopback port to bind")
+    server = subprocess.Popen([Path(sys.executable).parent / "optuna-dashboard", storage, "--host", "127.0.0.1",
+                               "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline, studies = time.time() + 60, None
+        while time.time() < deadline and studies is None:
+            if server.poll() is not None:
+                pytest.fail(f"optuna-dashboard exited: {server.stderr.read()[-2000:]}")
+            try:
+                studies = requests.get(f"http://127.0.0.1:{port}/api/studies", timeout=5).json()["study_summaries"]
+            except requests.ConnectionError:
+                time.sleep(0.5)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    assert sorted(s["study_name"] for s in studies) == ["cnn_kernel", "loss"]

@@ -70,6 +70,16 @@ def empty_mlflow_db(tmp_path_factory) -> Path:
 
 
 @pytest.fixture
+def project(tmp_path, monkeypatch, empty_mlflow_db) -> Path:
+    """tmp_path as a project folder, the working directory, with its own (empty) MLflow store."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mlruns").mkdir()
+    shutil.copy(empty_mlflow_db, tmp_path / "mlruns" / "mlflow.db")
+    return tmp_path
+
+
+@pytest.fixture
 def mlflow_client(tmp_path) -> MlflowClient:
     return MlflowClient(f"sqlite:///{tmp_path}/mlruns/mlflow.db")
 
@@ -150,11 +160,30 @@ def model_job_args(c: dict) -> list[str]:
 
 def free_port() -> int | None:
     """A free TCP port on loopback for a test server, or None where none can be bound."""
-    import socket
-
     try:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             return s.getsockname()[1]
     except OSError:
         return None
+
+
+def wait_for(server, probe, what: str, timeout: float = 120):
+    """Call `probe()` until it answers (not None; a refused connection counts as no answer), failing with
+    the server's stderr if the server process exits first."""
+    import time
+
+    import requests
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if server.poll() is not None:
+            pytest.fail(f"{what} exited: {server.stderr.read()[-2000:]}")
+        try:
+            answer = probe()
+            if answer is not None:
+                return answer
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.5)
+    pytest.fail(f"{what} did not answer within {timeout:.0f} s")

@@ -2,7 +2,6 @@
 and cross-validated sweep trials."""
 
 import csv
-import shutil
 
 import pytest
 import torch
@@ -22,12 +21,9 @@ TINY = ["data=mnist", "trainer.max_epochs=1", "trainer.limit_train_batches=2", "
 
 
 @pytest.fixture
-def home(tmp_path, monkeypatch, idx_root, empty_mlflow_db):
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.chdir(tmp_path)
-    (tmp_path / "mlruns").mkdir()
-    shutil.copy(empty_mlflow_db, tmp_path / "mlruns" / "mlflow.db")
-    return [f"paths.root={tmp_path}", f"data.root={idx_root}", *TINY]
+def home(project, idx_root):
+    """A project folder with its own MLflow store; returns the common overrides."""
+    return [f"paths.root={project}", f"data.root={idx_root}", *TINY]
 
 
 def test_stratified_folds_cover_the_training_set_once_and_keep_class_proportions():

@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +17,8 @@ from PIL import Image
 from imgrec.deploy import bench, export, predict
 from imgrec.deploy.images import read_image
 from imgrec.hub import load_model
-from tests.conftest import REPO, free_port, model_job_args as common, runs
+from tests.conftest import REPO, free_port, runs, wait_for
+from tests.conftest import model_job_args as common
 
 pytest.importorskip("onnxruntime", reason="pip install onnx onnxruntime onnxscript (the deploy extra)")
 
@@ -107,15 +107,10 @@ def test_a_registered_model_loads_everywhere_and_serves_what_predict_says(traine
     try:
         import requests
 
-        deadline, answer = time.time() + 120, None
-        while time.time() < deadline and answer is None:
-            if server.poll() is not None:
-                pytest.fail(f"mlflow models serve exited: {server.stderr.read()[-2000:]}")
-            try:
-                answer = requests.post(f"http://127.0.0.1:{port}/invocations", json={"inputs": images.tolist()}, timeout=5)
-            except requests.ConnectionError:
-                time.sleep(1)
-        assert answer is not None and answer.status_code == 200, answer.text if answer is not None else "no answer"
+        answer = wait_for(server, lambda: requests.post(f"http://127.0.0.1:{port}/invocations",
+                                                        json={"inputs": images.tolist()}, timeout=5),
+                          "mlflow models serve")
+        assert answer.status_code == 200, answer.text
         served = answer.json()["predictions"]
     finally:
         server.terminate()

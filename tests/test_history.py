@@ -3,7 +3,6 @@ costs (imgrec.cost) and the `history` table with its cost columns and plot."""
 
 import csv
 import itertools
-import shutil
 
 import pytest
 import torch
@@ -96,12 +95,8 @@ def test_warmup_cosine_rises_linearly_then_decays_to_its_floor():
 
 
 @pytest.mark.slow
-def test_the_history_table_measures_each_network_and_plots_accuracy_against_mflops(
-        tmp_path, monkeypatch, empty_mlflow_db, idx_root):
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.chdir(tmp_path)
-    (tmp_path / "mlruns").mkdir()
-    shutil.copy(empty_mlflow_db, tmp_path / "mlruns" / "mlflow.db")
+def test_the_history_table_measures_each_network_and_plots_accuracy_against_mflops(project, idx_root):
+    tmp_path = project
     tiny = ["trainer.accelerator=cpu", "~callbacks.progress_bar", "~callbacks.model_summary", "data.batch_size=16",
             "data.eval_batch_size=32", "data.val_size=32"]
     markdown = Reproduction(["table=history", "budget=smoke", "table.rows=[lenet5,densenet]", f"paths.root={tmp_path}",

@@ -5,7 +5,6 @@ Trials train tiny nets on tiny IDX data; tests of the driver's bookkeeping repla
 
 import math
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -43,13 +42,9 @@ TINY = [  # a two-epoch, two-batch trial of an 8-channel CNN
 
 
 @pytest.fixture
-def home(tmp_path, monkeypatch, idx_root, empty_mlflow_db):
+def home(project, idx_root):
     """A project folder with its own storage, outputs and MLflow store; returns the common overrides."""
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.chdir(tmp_path)
-    (tmp_path / "mlruns").mkdir()
-    shutil.copy(empty_mlflow_db, tmp_path / "mlruns" / "mlflow.db")
-    return [f"paths.root={tmp_path}", f"data.root={idx_root}", f"sweep.storage=sqlite:///{tmp_path}/optuna.db", *TINY]
+    return [f"paths.root={project}", f"data.root={idx_root}", f"sweep.storage=sqlite:///{project}/optuna.db", *TINY]
 
 
 def write_sweep(tmp_path: Path, name: str, text: str) -> str:
@@ -505,7 +500,7 @@ def test_the_dashboard_serves_every_study_of_the_storage(tmp_path):
     """`make dashboard` runs optuna-dashboard on the sweeps' storage: its API lists the studies."""
     import requests
 
-    from tests.conftest import free_port
+    from tests.conftest import free_port, wait_for
 
     storage = f"sqlite:///{tmp_path}/optuna.db"
     for name in ("cnn_kernel", "loss"):
@@ -516,14 +511,8 @@ def test_the_dashboard_serves_every_study_of_the_storage(tmp_path):
     server = subprocess.Popen([Path(sys.executable).parent / "optuna-dashboard", storage, "--host", "127.0.0.1",
                                "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
-        deadline, studies = time.time() + 60, None
-        while time.time() < deadline and studies is None:
-            if server.poll() is not None:
-                pytest.fail(f"optuna-dashboard exited: {server.stderr.read()[-2000:]}")
-            try:
-                studies = requests.get(f"http://127.0.0.1:{port}/api/studies", timeout=5).json()["study_summaries"]
-            except requests.ConnectionError:
-                time.sleep(0.5)
+        studies = wait_for(server, lambda: requests.get(f"http://127.0.0.1:{port}/api/studies", timeout=5).json(),
+                           "optuna-dashboard", timeout=60)["study_summaries"]
     finally:
         server.terminate()
         server.wait(timeout=30)

@@ -30,13 +30,9 @@ TINY = ["trainer.accelerator=cpu", "trainer.log_every_n_steps=1", "~callbacks.pr
 
 
 @pytest.fixture
-def home(tmp_path, monkeypatch, empty_mlflow_db) -> Path:
+def home(project) -> Path:
     """A project folder with its own outputs and MLflow store."""
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.chdir(tmp_path)
-    (tmp_path / "mlruns").mkdir()
-    shutil.copy(empty_mlflow_db, tmp_path / "mlruns" / "mlflow.db")
-    return tmp_path
+    return project
 
 
 def client_of(home: Path) -> MlflowClient:

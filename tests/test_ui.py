@@ -5,7 +5,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -14,7 +13,7 @@ from mlflow import MlflowClient
 from imgrec.crossval import CrossValidation
 from imgrec.sweep import driver as sweep_module
 from imgrec.train import train
-from tests.conftest import FAST, free_port
+from tests.conftest import FAST, free_port, wait_for
 
 CHROMIUM = next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
 pytestmark = [pytest.mark.slow,
@@ -51,15 +50,7 @@ def test_the_runs_page_shows_the_runs_and_their_dataset(make_cfg, idx_root, tmp_
     try:
         import requests
 
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            if server.poll() is not None:
-                pytest.fail(f"mlflow ui exited: {server.stderr.read()[-2000:]}")
-            try:
-                if requests.get(f"http://127.0.0.1:{port}/health", timeout=5).ok:
-                    break
-            except requests.ConnectionError:
-                time.sleep(1)
+        wait_for(server, lambda: requests.get(f"http://127.0.0.1:{port}/health", timeout=5).ok or None, "mlflow ui")
         url = f"http://127.0.0.1:{port}/#/experiments/{experiment}/runs"
         dom = chromium(url, "--dump-dom")
         screenshot = tmp_path / "runs.png"

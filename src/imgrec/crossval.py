@@ -115,7 +115,7 @@ class CrossValidation:
         shown = [n for n in names if n in (self.metric, "val/acc", "test/acc", "val/loss", "test/loss")] or names[:4]
         lines = [f"## {self.folds}-fold cross-validation", "",
                  "Overrides: " + (" ".join(f"`{o}`" for o in self.train_overrides) or "none (the default job)") + "; "
-                 f"stratified folds of the training set by data.split_seed; test metrics on the whole test set.", "",
+                 "stratified folds of the training set by data.split_seed; test metrics on the whole test set.", "",
                  "| fold | run | " + " | ".join(shown) + " |", "|---:|---|" + "---:|" * len(shown)]
         for fold, run in enumerate(fold_runs):
             lines.append(f"| {fold} | {run.info.run_id[:8]} | " + " | ".join(f"{run.data.metrics[n]:.4f}" for n in shown) + " |")

@@ -23,8 +23,16 @@ import torch
 
 from imgrec import drivers, hardware
 from imgrec.cost import latency_ms
-from imgrec.deploy.export import (calibration_images, check, eager, export_int8, export_onnx, logits_of, runner,
-                                  test_images)
+from imgrec.deploy.export import (
+    calibration_images,
+    check,
+    eager,
+    export_int8,
+    export_onnx,
+    logits_of,
+    runner,
+    test_images,
+)
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402

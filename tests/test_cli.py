@@ -26,7 +26,8 @@ def test_default_command_trains_tests_and_reports_the_run(tmp_path, idx_root):
 
 # What Lightning and MLflow used to print before any work (issue 16); a default run prints none of it.
 NOISE = ("litlogger", "was configured so", "Trainer already configured with model summary", "Seed set to",
-         "GPU available", "TPU available", "is not supported by the model summary", "Downloading artifacts")
+         "GPU available", "TPU available", "is not supported by the model summary", "Downloading artifacts",
+         "An input example was not provided", "Add type hints to the `predict` method", "python_model")
 
 
 def test_the_default_run_prints_its_work_and_none_of_the_framework_noise(tmp_path, idx_root):

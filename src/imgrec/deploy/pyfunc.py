@@ -27,7 +27,8 @@ class ImageClassifier(mlflow.pyfunc.PythonModel):
 
         self.model = load_model(context.artifacts["checkpoint"])
 
-    def predict(self, context, model_input, params=None) -> pd.DataFrame:
+    # The type hint: MLflow asks every PythonModel for one (a warning at class definition without it).
+    def predict(self, context, model_input: np.ndarray, params=None) -> pd.DataFrame:
         return probabilities(self.model, np.asarray(model_input, dtype=np.float32))
 
 
@@ -68,7 +69,10 @@ def log_run_model(run_id: str, tracking_uri: str, checkpoint: str, in_shape, cla
     model = mlflow.initialize_logged_model(name="model", source_run_id=run_id, experiment_id=run.info.experiment_id)
     with warnings.catch_warnings(), quiet_logger("mlflow.pyfunc"), \
             mock.patch.dict(os.environ, {"MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}):
-        warnings.filterwarnings("ignore", message="Passing a Python object as `python_model`")  # our own class
+        # What MLflow advises at every call, about choices made here on purpose: our own class, and no input
+        # example (it would run the model; the signature is given).
+        for advice in ("Passing a Python object as `python_model`", r".*An input example was not provided"):
+            warnings.filterwarnings("ignore", message=advice)
         info = mlflow.pyfunc.log_model(name="model", python_model=ImageClassifier(), artifacts={"checkpoint": checkpoint},
                                        signature=signature_of(in_shape, class_names), pip_requirements=requirements(),
                                        model_id=model.model_id)

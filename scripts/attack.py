@@ -1,7 +1,7 @@
-"""Attack a trained model: `python scripts/attack.py model=runs:/<id> attack=pgd eps=[0,0.05,0.1]`
-(see imgrec.robust.driver)."""
+"""`python scripts/attack.py ARGS` is `imgrec attack ARGS` (imgrec.verbs.attack), for older command lines."""
 
-from imgrec.robust.driver import main
+import sys
 
-if __name__ == "__main__":
-    main()
+from imgrec.cli import main
+
+main(["attack", *sys.argv[1:]])

@@ -1,7 +1,7 @@
-"""Inference speed, memory, size and accuracy of a trained model per backend (eager fp32/bf16, torch.compile,
-ONNX Runtime fp32/int8): `python scripts/bench_inference.py model=runs:/<id>` (see imgrec.deploy.bench)."""
+"""`python scripts/bench_inference.py ARGS` is `imgrec bench_inference ARGS` (imgrec.verbs.bench_inference), for older command lines."""
 
-from imgrec.deploy.bench import main
+import sys
 
-if __name__ == "__main__":
-    main()
+from imgrec.cli import main
+
+main(["bench_inference", *sys.argv[1:]])

@@ -1,7 +1,7 @@
-"""A leaderboard of MLflow runs, mean ± std over seeds per recipe: `python scripts/compare.py --help`
-(see imgrec.compare)."""
+"""`python scripts/compare.py ARGS` is `imgrec compare ARGS` (imgrec.verbs.compare), for older command lines."""
 
-from imgrec.compare import main
+import sys
 
-if __name__ == "__main__":
-    main()
+from imgrec.cli import main
+
+main(["compare", *sys.argv[1:]])

@@ -1,7 +1,7 @@
-"""k-fold cross-validation of one training config: `python scripts/cv.py folds=5 [train overrides]`
-(see imgrec.crossval)."""
+"""`python scripts/cv.py ARGS` is `imgrec cv ARGS` (imgrec.verbs.cv), for older command lines."""
 
-from imgrec.crossval import main
+import sys
 
-if __name__ == "__main__":
-    main()
+from imgrec.cli import main
+
+main(["cv", *sys.argv[1:]])

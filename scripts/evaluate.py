@@ -1,7 +1,7 @@
-"""Evaluate a trained classifier on a dataset's test split: `python scripts/evaluate.py model=runs:/<id> data=<name>`
-(see imgrec.evaluate)."""
+"""`python scripts/evaluate.py ARGS` is `imgrec evaluate ARGS` (imgrec.verbs.evaluate), for older command lines."""
 
-from imgrec.evaluate import main
+import sys
 
-if __name__ == "__main__":
-    main()
+from imgrec.cli import main
+
+main(["evaluate", *sys.argv[1:]])

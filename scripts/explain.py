@@ -1,7 +1,7 @@
-"""Explain a trained model's decisions: `python scripts/explain.py model=runs:/<id> metrics=true`
-(see imgrec.explain.driver)."""
+"""`python scripts/explain.py ARGS` is `imgrec explain ARGS` (imgrec.verbs.explain), for older command lines."""
 
-from imgrec.explain.driver import main
+import sys
 
-if __name__ == "__main__":
-    main()
+from imgrec.cli import main
+
+main(["explain", *sys.argv[1:]])

@@ -1,7 +1,7 @@
-"""Export a trained model (ONNX, torch.export, int8) or register it in MLflow:
-`python scripts/export.py model=runs:/<id> format=onnx` (see imgrec.deploy.export)."""
+"""`python scripts/export.py ARGS` is `imgrec export ARGS` (imgrec.verbs.export), for older command lines."""
 
-from imgrec.deploy.export import main
+import sys
 
-if __name__ == "__main__":
-    main()
+from imgrec.cli import main
+
+main(["export", *sys.argv[1:]])

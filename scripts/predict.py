@@ -1,7 +1,7 @@
-"""Predict image files with a trained model: `python scripts/predict.py model=runs:/<id> inputs=dir/`
-(see imgrec.deploy.predict)."""
+"""`python scripts/predict.py ARGS` is `imgrec predict ARGS` (imgrec.verbs.predict), for older command lines."""
 
-from imgrec.deploy.predict import main
+import sys
 
-if __name__ == "__main__":
-    main()
+from imgrec.cli import main
+
+main(["predict", *sys.argv[1:]])

@@ -1,7 +1,7 @@
-"""Reproduce a published table: `python scripts/reproduce.py table=fashion_mnist [budget=quick]`
-(see conf/table/ and imgrec.tables)."""
+"""`python scripts/reproduce.py ARGS` is `imgrec reproduce ARGS` (imgrec.verbs.reproduce), for older command lines."""
 
-from imgrec.tables import main
+import sys
 
-if __name__ == "__main__":
-    main()
+from imgrec.cli import main
+
+main(["reproduce", *sys.argv[1:]])

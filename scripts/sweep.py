@@ -1,7 +1,7 @@
-"""Optuna sweeps that answer a hyperparameter question: `python scripts/sweep.py sweep=cnn_kernel [overrides]`
-(see conf/sweep/ and imgrec.sweep)."""
+"""`python scripts/sweep.py ARGS` is `imgrec sweep ARGS` (imgrec.verbs.sweep), for older command lines."""
 
-from imgrec.sweep import main
+import sys
 
-if __name__ == "__main__":
-    main()
+from imgrec.cli import main
+
+main(["sweep", *sys.argv[1:]])

@@ -49,10 +49,12 @@ def cifar10_root(tmp_path_factory) -> Path:
 
 
 @pytest.fixture
-def make_cfg(tmp_path, monkeypatch):
-    """compose(overrides) -> the config train.py would get, with outputs and MLflow under tmp_path."""
+def make_cfg(tmp_path, monkeypatch, empty_mlflow_db):
+    """compose(overrides) -> the config train.py would get, with outputs and MLflow under tmp_path (a store whose
+    tables are made: making them takes a second, copying them none)."""
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.chdir(tmp_path)
+    with_empty_store(tmp_path, empty_mlflow_db)
 
     def make(*overrides: str, fast: bool = True) -> DictConfig:
         run_dir = tmp_path / "outputs" / f"run{len(list(tmp_path.glob('outputs/run*')))}"
@@ -69,18 +71,31 @@ def empty_mlflow_db(tmp_path_factory) -> Path:
     return path
 
 
+def pytest_collection_modifyitems(items):
+    """The slow tests (processes, servers) first: two workers (`make test`) then finish together instead of one
+    waiting for the other's last long test. Otherwise in file order."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
+def with_empty_store(home: Path, empty_mlflow_db: Path) -> None:
+    """home/mlruns/mlflow.db: an empty MLflow store, unless there is one already."""
+    (home / "mlruns").mkdir(exist_ok=True)
+    if not (home / "mlruns" / "mlflow.db").exists():
+        shutil.copy(empty_mlflow_db, home / "mlruns" / "mlflow.db")
+
+
 @pytest.fixture
 def project(tmp_path, monkeypatch, empty_mlflow_db) -> Path:
     """tmp_path as a project folder, the working directory, with its own (empty) MLflow store."""
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "mlruns").mkdir()
-    shutil.copy(empty_mlflow_db, tmp_path / "mlruns" / "mlflow.db")
+    with_empty_store(tmp_path, empty_mlflow_db)
     return tmp_path
 
 
 @pytest.fixture
-def mlflow_client(tmp_path) -> MlflowClient:
+def mlflow_client(tmp_path, empty_mlflow_db) -> MlflowClient:
+    with_empty_store(tmp_path, empty_mlflow_db)
     return MlflowClient(f"sqlite:///{tmp_path}/mlruns/mlflow.db")
 
 
@@ -114,9 +129,9 @@ def postgres_bin() -> Path | None:
     return found[-1].parent if found else (Path(shutil.which("pg_ctl")).parent if shutil.which("pg_ctl") else None)
 
 
-@pytest.fixture
-def postgres_url():
-    """A throwaway PostgreSQL server on 127.0.0.1 (skipped where none can be started)."""
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A throwaway PostgreSQL server on 127.0.0.1 for the session (skipped where none can be started): its URL."""
     pytest.importorskip("psycopg", reason="pip install 'psycopg[binary]' (SQLAlchemy's postgresql:// driver)")
     bin_dir = postgres_bin()
     if bin_dir is None:
@@ -137,25 +152,95 @@ def postgres_url():
     except (OSError, subprocess.CalledProcessError) as err:
         shutil.rmtree(root, ignore_errors=True)
         pytest.skip(f"could not start PostgreSQL: {err}")
-    yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+    yield f"postgresql://postgres@127.0.0.1:{port}"
     subprocess.run([*as_user, bin_dir / "pg_ctl", "-D", root / "data", "-m", "immediate", "stop"], capture_output=True)
     shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture
-def trained_classifier(make_cfg, mlflow_client, idx_root, tmp_path) -> dict:
-    """A small CNN trained for one epoch on tiny MNIST-format data: its run and where things are."""
+def postgres_url(postgres_server, request):
+    """An empty database of its own on the session's PostgreSQL server."""
+    import psycopg
+
+    name = "test_" + "".join(c if c.isalnum() else "_" for c in request.node.name.lower())[-50:]
+    with psycopg.connect(f"{postgres_server}/postgres", autocommit=True) as connection:
+        connection.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        connection.execute(f'CREATE DATABASE "{name}"')
+    return f"{postgres_server}/{name}"
+
+
+# The two classifiers every verb on a trained model is tested on end to end: (dataset, how its tiny files are written).
+CLASSIFIERS = {"gray": "mnist", "rgb": "cifar10"}
+
+
+def train_classifier(kind: str, tmp_path_factory) -> dict:
+    """A small CNN trained for one epoch on tiny files in the real format of CLASSIFIERS[kind], in a project folder
+    of its own."""
     from imgrec.train import train
 
-    train(make_cfg("data=mnist", f"data.root={idx_root}", "model.channels=[8,16]", "model.fc=[32]"))
-    (run,) = runs(mlflow_client)
-    return {"uri": f"runs:/{run.info.run_id}", "run": run, "home": tmp_path, "data_root": idx_root,
+    home, data = tmp_path_factory.mktemp(f"classifier_{kind}"), tmp_path_factory.mktemp(f"classifier_{kind}_data")
+    if kind == "gray":
+        write_idx_dataset(data, n_train=256, n_test=64, gz=True)
+    else:
+        write_cifar10(data, n_per_batch=40, as_tarball=True)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.delenv("MLFLOW_TRACKING_URI", raising=False)
+        patch.chdir(home)
+        train(compose([f"paths.root={home}", *FAST, f"data={CLASSIFIERS[kind]}", f"data.root={data}",
+                       "model.channels=[8,16]", "model.fc=[32]"], home / "outputs" / "run0"))
+    (run,) = runs(MlflowClient(f"sqlite:///{home}/mlruns/mlflow.db"))
+    return {"run": run, "store": home / "mlruns" / "mlflow.db", "data_root": data, "data": CLASSIFIERS[kind],
+            "in_shape": (1, 28, 28) if kind == "gray" else (3, 32, 32), "test_images": 64 if kind == "gray" else 40}
+
+
+@pytest.fixture(scope="session")
+def classifier_homes(tmp_path_factory):
+    """kind -> its classifier, trained once per session the first time a test asks for it."""
+    homes: dict[str, dict] = {}
+
+    def get(kind: str) -> dict:
+        if kind not in homes:
+            homes[kind] = train_classifier(kind, tmp_path_factory)
+        return homes[kind]
+
+    return get
+
+
+def in_a_store_of_its_own(home: dict, tmp_path: Path, monkeypatch) -> dict:
+    """A session's classifier with its run in a copy of its store under tmp_path (the working directory): the runs
+    a test logs beside it stay the test's own. Its checkpoint and data stay where the session put them."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mlruns").mkdir(exist_ok=True)
+    shutil.copy(home["store"], tmp_path / "mlruns" / "mlflow.db")
+    run = home["run"]
+    return {**home, "uri": f"runs:/{run.info.run_id}", "home": tmp_path,
             "tracking": f"sqlite:///{tmp_path}/mlruns/mlflow.db"}
 
 
+@pytest.fixture(params=list(CLASSIFIERS))
+def trained_classifier(request, classifier_homes, tmp_path, monkeypatch) -> dict:
+    """Each of the two classifiers, 1-channel and 3-channel (see in_a_store_of_its_own)."""
+    return in_a_store_of_its_own(classifier_homes(request.param), tmp_path, monkeypatch)
+
+
+@pytest.fixture
+def gray_classifier(classifier_homes, tmp_path, monkeypatch) -> dict:
+    """The 1-channel classifier alone, for tests whose data is MNIST-shaped."""
+    return in_a_store_of_its_own(classifier_homes("gray"), tmp_path, monkeypatch)
+
+
 def model_job_args(c: dict) -> list[str]:
-    """What a script that takes `model=<uri>` needs to find the trained_classifier and write beside it."""
+    """What a verb that takes `model=<uri>` needs to find the trained_classifier and write beside it."""
     return [f"model={c['uri']}", f"paths.root={c['home']}", f"logger.tracking_uri={c['tracking']}"]
+
+
+def cli(verb: str, *args: str):
+    """`imgrec VERB args` in this process: what it prints goes to capsys, a user error is SystemExit("error: ...")
+    as at the console; returns the verb's report (None for train)."""
+    from imgrec.cli import run
+
+    return run(verb, list(args))
 
 
 def free_port() -> int | None:

@@ -2,8 +2,9 @@
 
 import torch
 
-from imgrec.hub import NetSpec, PixelModel
+from imgrec.hub import PixelModel
 from imgrec.models.cnn import ConvNet
+from imgrec.models.spec import NetSpec
 
 SHAPE = (1, 12, 12)
 

@@ -7,37 +7,29 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
+from mlflow import MlflowClient
 from torch import nn
 
-from imgrec.config import CONF_DIR
+from imgrec.config import CONF_DIR, options
 from imgrec.errors import ConfigError
 from imgrec.models.resnet import BasicBlock, PreActBlock, ZeroPadShortcut
 from imgrec.train import train
 from tests.conftest import runs
 
-CONFIGS = ["lenet5", "alexnet", "vgg11", "googlenet", "resnet20", "resnet32", "resnet44", "resnet56", "resnet110",
-           "resnet18", "wrn", "densenet", "mobilenetv2", "vit"]
+PINNED = re.compile(r"^# params, 10 classes: ([\d,]+) on 1x28x28, ([\d,]+) on 3x32x32(?: \(paper: ([\d.]+)M\))?"
+                    r"(; one net takes 28 or 32 px)?$", re.MULTILINE)
 
-# Measured for 10 classes on 3x32x32, every parameter counted (BN included). The CIFAR ResNets and
-# WRN-28-10 must round to their papers' figures (He et al. 2016 Table 6; Zagoruyko & Komodakis 2016).
-PARAMS = {
-    "lenet5": 62_006,  # 61,706 on 1-channel MNIST: the classic "about 60k"
-    "vgg11": 9_228_362,  # convs without bias: batch norm follows each
-    "resnet20": 269_722,  # 272,474 would mean 1x1 projections (option B) at the two stage changes
-    "resnet32": 464_154,
-    "resnet44": 658_586,
-    "resnet56": 853_018,
-    "resnet110": 1_727_962,
-    "resnet18": 11_173_962,  # kuangliu/pytorch-cifar's ResNet18
-    "wrn": 36_479_194,  # WRN-28-10
-    "alexnet": 7_706_442,  # 5 convs with bias (no BN) + 4096-1024-1024-10
-    "googlenet": 5_871_914,  # the 5x5 branches as 5x5 convs (kuangliu's two 3x3 convs: 6.17M)
-    "densenet": 769_162,  # DenseNet-BC L=100 k=12: "0.8M" in Huang et al. 2017 Table 2
-    "mobilenetv2": 2_236_682,  # identity shortcuts only, as in the paper (kuangliu's 1x1 projections: 2.30M)
-    "vit": 1_806_538,  # patch 4, 6 layers, dim 192, 3 heads, MLP 384
-}
-PAPER_MILLIONS = {"resnet20": 0.27, "resnet32": 0.46, "resnet44": 0.66, "resnet56": 0.85, "resnet110": 1.7, "wrn": 36.5,
-                  "densenet": 0.8}
+
+def pinned(name: str) -> tuple[int, int, str | None, bool]:
+    """What conf/model/NAME.yaml pins: (parameters on 1x28x28, on 3x32x32, the paper's millions, any image size)."""
+    found = PINNED.search((CONF_DIR / "model" / f"{name}.yaml").read_text())
+    assert found, f"conf/model/{name}.yaml has no '# params, 10 classes: ...' line"
+    gray, rgb, paper, any_size = found.groups()
+    return int(gray.replace(",", "")), int(rgb.replace(",", "")), paper, any_size is not None
+
+
+FAMILIES = [m for m in options("model") if m != "transfer"]  # transfer's size is its source's
+CLASSIFIERS = [m for m in FAMILIES if m not in ("autoencoder", "dcgan")]
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -67,27 +59,28 @@ def last_linear(net: nn.Module) -> tuple[nn.Module, str, nn.Linear]:
     return net.get_submodule(parent_name), attr, net.get_submodule(name)
 
 
-@pytest.mark.parametrize("channels", [1, 3])
-@pytest.mark.parametrize("name", CONFIGS)
-def test_every_config_classifies_28_and_32_pixel_images_and_ends_in_one_replaceable_linear(name, channels):
-    net = build(name, (channels, 32, 32), num_classes=7).eval()
-    with torch.no_grad():
-        for size in (28, 32):  # one net, both sizes: global pooling (or LeNet's padding) absorbs the difference
-            assert net(torch.randn(2, channels, size, size)).shape == (2, 7)
-
-        parent, attr, head = last_linear(net)
-        assert head.out_features == 7
-        setattr(parent, attr, nn.Linear(head.in_features, 3))
-        assert net(torch.randn(2, channels, 32, 32)).shape == (2, 3)
-
-
-@pytest.mark.parametrize("name", CONFIGS)
-def test_parameter_counts_match_the_papers(name):
-    count = n_params(build(name, (3, 32, 32)))
-    assert count == PARAMS[name]
-    if name in PAPER_MILLIONS:  # the papers print two significant figures (WRN: 36.5M)
-        digits = {"wrn": ".3g", "densenet": ".1g"}.get(name, ".2g")  # DenseNet-BC: 0.77M, printed as 0.8M
-        assert float(f"{count / 1e6:{digits}}") == PAPER_MILLIONS[name]
+@pytest.mark.parametrize("name", FAMILIES)
+def test_every_family_has_its_pinned_size_and_a_classifier_ends_in_one_replaceable_linear(name):
+    """On 1x28x28 and 3x32x32: the parameter count pinned beside its config (rounding to the paper's); a classifier
+    gives 10 logits, with the last nn.Linear the one transfer learning replaces; and one net of an ANY_SIZE family
+    takes both 28 and 32 px (global pooling or LeNet's padding absorbs the difference)."""
+    gray, rgb, paper, any_size = pinned(name)
+    for shape, count in (((1, 28, 28), gray), ((3, 32, 32), rgb)):
+        net = build(name, shape).eval()
+        assert n_params(net) == count
+        if name not in CLASSIFIERS:
+            continue
+        channels = shape[0]
+        with torch.no_grad():
+            for size in (28, 32) if any_size else (shape[1],):
+                assert net(torch.randn(2, channels, size, size)).shape == (2, 10)
+            parent, attr, head = last_linear(net)
+            assert head.out_features == 10
+            setattr(parent, attr, nn.Linear(head.in_features, 3))
+            assert net(torch.randn(2, *shape)).shape == (2, 3)
+    if paper:  # the papers print two significant figures (WRN: 36.5M; DenseNet-BC's 0.77M as 0.8M)
+        digits = len(paper.replace(".", "").lstrip("0"))
+        assert float(f"{rgb / 1e6:.{digits}g}") == float(paper)
 
 
 def test_option_a_shortcuts_subsample_and_zero_pad_without_parameters():
@@ -172,8 +165,23 @@ def test_train_end_to_end_leaves_a_finished_run(make_cfg, mlflow_client, request
     assert run.data.params["model._target_"] == target
 
 
+ONE_STEP = ["trainer.limit_train_batches=1", "trainer.limit_val_batches=1", "trainer.limit_test_batches=1",
+            "data.batch_size=4", "data.eval_batch_size=4", "data.val_size=8", "logger.log_model=false"]
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_every_family_trains_through_train_and_leaves_a_finished_run(name, make_cfg, mlflow_client, idx_root):
+    model = "experiment=vit" if name == "vit" else f"model={name}"  # the ViT with its recipe
+    train(make_cfg(model, "data=mnist", f"data.root={idx_root}", *ONE_STEP))
+    (run,) = runs(mlflow_client)
+    assert run.info.status == "FINISHED" and run.info.run_name == f"{name}-mnist"
+    assert run.data.metrics["perf/train_img_per_s"] > 0
+    if name in CLASSIFIERS:
+        assert "test/acc" in run.data.metrics
+
+
 def test_an_invalid_depth_in_train_is_one_line_before_any_run(make_cfg, idx_root, tmp_path):
     with pytest.raises(ConfigError, match="model.depth") as error:
         train(make_cfg("model=resnet20", "model.depth=21", "data=mnist", f"data.root={idx_root}"))
     assert "\n" not in str(error.value)
-    assert not (tmp_path / "mlruns").exists()  # the net is built before MLflow is touched
+    assert runs(MlflowClient(f"sqlite:///{tmp_path}/mlruns/mlflow.db")) == []  # built before MLflow is touched

@@ -1,4 +1,4 @@
-"""k-fold cross-validation (imgrec.crossval, scripts/cv.py): the folds, the parent run and its summary, resuming,
+"""k-fold cross-validation (`imgrec cv`, imgrec.verbs.cv): the folds, the parent run and its summary, resuming,
 and cross-validated sweep trials."""
 
 import csv
@@ -7,12 +7,12 @@ import pytest
 import torch
 from mlflow import MlflowClient
 
-import imgrec.crossval as crossval_module
-from imgrec.crossval import CV_TAG, FOLD_TAG, CrossValidation
 from imgrec.data.splits import stratified_fold
 from imgrec.errors import ConfigError
-from imgrec.sweep import driver as sweep_module
 from imgrec.sweep.report import counted_trials
+from imgrec.verbs.cv import CV_TAG, FOLD_TAG, CrossValidation
+from tests.conftest import cli
+from tests.test_sweep import run_sweep
 
 TINY = ["data=mnist", "trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=2",
         "trainer.limit_test_batches=1", "trainer.num_sanity_val_steps=0", "trainer.accelerator=cpu",
@@ -43,7 +43,8 @@ def test_stratified_folds_cover_the_training_set_once_and_keep_class_proportions
 
 
 def test_cross_validation_runs_each_fold_under_one_parent_and_summarizes_them(home, tmp_path, monkeypatch):
-    mean, markdown = CrossValidation(2, home).run()
+    mean, report = CrossValidation(2, home).run()
+    markdown = report.markdown()
     client = MlflowClient(f"sqlite:///{tmp_path}/mlruns/mlflow.db")
     experiment = client.get_experiment_by_name("imgrec").experiment_id
     (parent,) = client.search_runs([experiment], "tags.`imgrec.role` = 'cv'")
@@ -61,12 +62,12 @@ def test_cross_validation_runs_each_fold_under_one_parent_and_summarizes_them(ho
     with (out / "cv.csv").open() as f:
         assert [row["fold"] for row in csv.DictReader(f)] == ["0", "1"]
     assert (out / "cv.png").stat().st_size > 5_000
-    assert {a.path for a in client.list_artifacts(parent.info.run_id)} == {"cv.md", "cv.csv", "cv.png"}
+    assert {a.path for a in client.list_artifacts(parent.info.run_id)} == {"cv.md", "cv.tex", "cv.csv", "cv.png"}
 
     def no_training(*args, **kwargs):
         raise AssertionError("a finished fold was trained again")
 
-    monkeypatch.setattr(crossval_module, "train", no_training)
+    monkeypatch.setattr("imgrec.train.train", no_training)
     again, _ = CrossValidation(2, home).run()  # resumes: both folds are reused, the same parent is updated
     assert again == pytest.approx(mean)
     assert len(client.search_runs([experiment], "tags.`imgrec.role` = 'cv'")) == 1
@@ -75,16 +76,23 @@ def test_cross_validation_runs_each_fold_under_one_parent_and_summarizes_them(ho
 def test_bad_folds_are_one_line_before_any_run(home, tmp_path):
     with pytest.raises(ConfigError, match="folds must be an integer >= 2"):
         CrossValidation(1, home)
-    with pytest.raises(ConfigError, match="folds must be an integer >= 2, got 'abc'"):
-        crossval_module.run(["folds=abc", *home])
-    with pytest.raises(ConfigError, match="trainer.max_epochs"):
-        crossval_module.run(["folds=2", *home, "trainer.max_epochs=abc"])
+    with pytest.raises(SystemExit, match="^error: folds must be an integer >= 2, got 'abc'$"):
+        cli("cv", "folds=abc", *home)
+    with pytest.raises(SystemExit, match="^error: fold 0: trainer.max_epochs must be an integer"):
+        cli("cv", "folds=2", *home, "trainer.max_epochs=abc")
     assert not list((tmp_path / "outputs").glob("cv/*"))
 
 
+def test_the_experiment_key_names_the_mlflow_experiment_not_a_preset(home, tmp_path):
+    report = cli("cv", "folds=2", "experiment=cv_check", *home)
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlruns/mlflow.db")
+    experiment = client.get_experiment_by_name("cv_check").experiment_id
+    assert len(client.search_runs([experiment])) == 3 and report.run_id  # the parent and its two folds
+
+
 def test_a_sweep_can_optimize_the_mean_over_folds(home, tmp_path):
-    study = sweep_module.run(["sweep=loss", "sweep.n_trials=1", "sweep.folds=2", "sweep.study_name=cvloss",
-                              f"sweep.storage=sqlite:///{tmp_path}/optuna.db", *home])
+    study = run_sweep(["sweep=loss", "sweep.n_trials=1", "sweep.folds=2", "sweep.study_name=cvloss",
+                       f"sweep.storage=sqlite:///{tmp_path}/optuna.db", *home])
     (trial,) = counted_trials(study.get_trials())
     client = MlflowClient(f"sqlite:///{tmp_path}/mlruns/mlflow.db")
     experiment = client.get_experiment_by_name("imgrec").experiment_id

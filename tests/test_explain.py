@@ -1,9 +1,6 @@
 """Explanations: every method's shape on 1- and 3-channel nets and an RNN, integrated gradients' completeness,
 faithfulness of a model whose class is decided by a known region, the randomization sanity check, the script."""
 
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 import torch
@@ -11,12 +8,11 @@ from mlflow import MlflowClient
 
 from imgrec.errors import ConfigError
 from imgrec.explain import metrics
-from imgrec.explain.driver import run as explain
 from imgrec.explain.methods import METHODS, attribute, check_methods, integrated_gradients, saliency
 from imgrec.hub import PixelModel
 from imgrec.models.cnn import ConvNet
 from imgrec.models.rnn import RowRNN
-from tests.conftest import REPO, model_job_args, runs
+from tests.conftest import cli, model_job_args, runs
 from tests.learnable import pixel_model, region_data, train_region_model
 
 
@@ -101,14 +97,13 @@ def test_the_sanity_check_marks_a_method_that_ignores_the_model(region_model):
 
 
 @pytest.mark.slow
-def test_explain_script_writes_attributions_grid_and_report(trained_classifier, tmp_path):
-    explain([*model_job_args(trained_classifier), f"data.root={trained_classifier['data_root']}", "n=4",
-             "methods=[saliency,gradcam,guided_backprop,occlusion,random]", "metrics=true", "evaluation.subset=2",
-             "evaluation.sanity_points=2", "evaluation.steps=8"])
-    run_id = trained_classifier["run"].info.run_id
+def test_explain_writes_attributions_grid_and_report_on_gray_and_rgb_models(trained_classifier, tmp_path):
+    cli("explain", *model_job_args(trained_classifier), "n=4", "methods=[saliency,gradcam,guided_backprop,occlusion,random]",
+           "metrics=true", "evaluation.subset=2", "evaluation.sanity_points=2", "evaluation.steps=8")
+    run_id, shape = trained_classifier["run"].info.run_id, trained_classifier["in_shape"]
     out = tmp_path / "outputs" / "explain" / run_id
     saved = np.load(out / "attributions.npz")
-    assert saved["indices"].tolist() == [0, 1, 2, 3] and saved["saliency"].shape == (4, 1, 28, 28)
+    assert saved["indices"].tolist() == [0, 1, 2, 3] and saved["saliency"].shape == (4, *shape)
     assert {"labels", "preds", "gradcam", "guided_backprop", "occlusion", "random"} <= set(saved.files)
     report = (out / "report.md").read_text()
     assert "most faithful" in report and "Adebayo" in report and "| guided_backprop |" in report
@@ -117,12 +112,13 @@ def test_explain_script_writes_attributions_grid_and_report(trained_classifier, 
     assert header.startswith("method,deletion_auc_mean,deletion_auc_std,insertion_auc_mean")
     (tracked,) = [r for r in runs(MlflowClient(trained_classifier["tracking"])) if r.info.run_name == "explain"]
     assert tracked.data.tags["imgrec.source_run"] == run_id and tracked.info.status == "FINISHED"
-    assert "saliency/deletion_auc" in tracked.data.metrics
+    assert "saliency/deletion_auc" in tracked.data.metrics and np.isfinite(tracked.data.metrics["gradcam/sensitivity_max"])
+    assert {"attributions.npz", "report.md", "metrics.csv", "grid.png"} <= {a.path for a in
+                                                                           MlflowClient(trained_classifier["tracking"]).list_artifacts(tracked.info.run_id)}
 
 
-def test_explain_with_a_bad_index_is_one_line(trained_classifier):
-    done = subprocess.run([sys.executable, str(REPO / "scripts/explain.py"), *model_job_args(trained_classifier),
-                           f"data.root={trained_classifier['data_root']}", "indices=[0,99999]"],
-                          capture_output=True, text=True, timeout=120)
-    assert done.returncode == 1
-    assert done.stderr.strip().splitlines()[-1] == "error: indices: [99999] out of range for a test set of 64 images"
+def test_explain_with_a_bad_index_is_one_line_before_any_run(gray_classifier):
+    with pytest.raises(SystemExit) as done:
+        cli("explain", *model_job_args(gray_classifier), "indices=[0,99999]")
+    assert done.value.code == "error: indices: [99999] out of range for a test set of 64 images"
+    assert [r.info.run_name for r in runs(MlflowClient(gray_classifier["tracking"]))] == ["cnn-mnist"]

@@ -1,5 +1,6 @@
 """The families of the history table (AlexNet, GoogLeNet, DenseNet-BC, MobileNetV2, ViT), what a network
-costs (imgrec.cost) and the `history` table with its cost columns and plot."""
+costs (imgrec.cost) and the `history` table with its cost columns and plot. Every family's training steps and
+parameter counts are in tests/test_conv_families.py."""
 
 import csv
 import itertools
@@ -13,23 +14,8 @@ from imgrec.models.densenet import DenseLayer, DenseNet
 from imgrec.models.googlenet import Inception
 from imgrec.models.mobilenet import InvertedResidual, MobileNetV2
 from imgrec.models.vit import ViT
-from imgrec.tables.driver import Reproduction
 from imgrec.tasks.optim import warmup_cosine
-from imgrec.train import train
-from tests.conftest import runs
-
-NEW_FAMILIES = ["alexnet", "googlenet", "densenet", "mobilenetv2", "vit"]
-
-
-@pytest.mark.parametrize("name", NEW_FAMILIES)
-def test_a_few_training_steps_through_train_leave_a_finished_run(name, make_cfg, mlflow_client, idx_root):
-    model = "experiment=vit" if name == "vit" else f"model={name}"  # the ViT with its recipe
-    train(make_cfg(model, "data=mnist", f"data.root={idx_root}", "trainer.limit_train_batches=2"))
-    (run,) = runs(mlflow_client)
-    assert run.info.status == "FINISHED" and run.data.params["model._target_"].endswith(
-        {"alexnet": "AlexNet", "googlenet": "GoogLeNet", "densenet": "DenseNet", "mobilenetv2": "MobileNetV2",
-         "vit": "ViT"}[name])
-    assert "test/acc" in run.data.metrics and run.data.metrics["perf/train_img_per_s"] > 0
+from tests.test_tables import reproduction
 
 
 def test_flop_counts_match_the_formulas_of_known_layers():
@@ -99,8 +85,8 @@ def test_the_history_table_measures_each_network_and_plots_accuracy_against_mflo
     tmp_path = project
     tiny = ["trainer.accelerator=cpu", "~callbacks.progress_bar", "~callbacks.model_summary", "data.batch_size=16",
             "data.eval_batch_size=32", "data.val_size=32"]
-    markdown = Reproduction(["table=history", "budget=smoke", "table.rows=[lenet5,densenet]", f"paths.root={tmp_path}",
-                             "data=mnist", f"data.root={idx_root}", *tiny]).run()
+    markdown = reproduction(["table=history", "budget=smoke", "table.rows=[lenet5,densenet]", f"paths.root={tmp_path}",
+                             "data=mnist", f"data.root={idx_root}", *tiny]).run().markdown()
     with (tmp_path / "outputs/tables/history_smoke.csv").open() as f:
         rows = {row["row"]: row for row in csv.DictReader(f)}
     assert float(rows["densenet"]["params"]) == cost.parameters(DenseNet((1, 28, 28), 10))

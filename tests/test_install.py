@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from imgrec.cli import VERBS
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.slow
@@ -26,11 +27,15 @@ def test_a_regular_install_finds_its_configs_from_another_directory(tmp_path):
     where = subprocess.run([sys.executable, "-c", "import imgrec.config as c; print(c.CONF_DIR)"], cwd=elsewhere,
                            env=env, capture_output=True, text=True, timeout=120, check=True)
     assert Path(where.stdout.strip()) == target / "imgrec" / "conf"
-    script = target / "bin" / "imgrec-train"
-    helped = subprocess.run([sys.executable, str(script), "--help"], cwd=elsewhere, env=env, capture_output=True,
-                            text=True, timeout=120)
+    script = target / "bin" / "imgrec"  # the console script: every verb
+    verbs = subprocess.run([sys.executable, str(script), "--help"], cwd=elsewhere, env=env, capture_output=True,
+                           text=True, timeout=120)
+    assert verbs.returncode == 0 and all(f"  {verb} " in verbs.stdout for verb in VERBS), verbs.stdout
+    helped = subprocess.run([sys.executable, str(script), "train", "--help"], cwd=elsewhere, env=env,
+                            capture_output=True, text=True, timeout=120)
     assert helped.returncode == 0, helped.stderr[-2000:]
-    assert "model: alexnet, autoencoder, cnn, dcgan" in helped.stdout and "data: cifar10, cifar100, digits" in helped.stdout
-    composed = subprocess.run([sys.executable, str(script), "model=resnet20", "--cfg", "job"], cwd=elsewhere, env=env,
-                              capture_output=True, text=True, timeout=120)
+    models = sorted(p.stem for p in (REPO / "conf" / "model").glob("*.yaml"))
+    assert f"model: {', '.join(models)}" in helped.stdout and "data: cifar10, cifar100, digits" in helped.stdout
+    composed = subprocess.run([sys.executable, str(script), "train", "model=resnet20", "--cfg", "job"], cwd=elsewhere,
+                              env=env, capture_output=True, text=True, timeout=120)
     assert composed.returncode == 0 and "depth: 20" in composed.stdout

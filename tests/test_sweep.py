@@ -15,18 +15,19 @@ import pytest
 from mlflow import MlflowClient
 from optuna.trial import TrialState
 
-import imgrec.sweep.driver as sweep_module
+import imgrec.train
 from imgrec.config import CONF_DIR
-from imgrec.drivers import split_overrides
 from imgrec.errors import ConfigError
+from imgrec.jobs import open_job, split_overrides
 from imgrec.sweep.constraint import VALUE_ATTR, Constraint
-from imgrec.sweep.driver import Sweep, default_study_name
 from imgrec.sweep.pruning import TrialReporter, launch_mode
-from imgrec.sweep.report import SURPLUS_ATTR, Context, counted_trials, write_report
+from imgrec.sweep.report import SURPLUS_ATTR, Context, counted_trials, sweep_report
 from imgrec.sweep.space import override_value, parse_space, suggest
 from imgrec.sweep.storage import budget_is_spent, within_budget
 from imgrec.tasks.classification import ClassificationTask
-from tests.conftest import REPO
+from imgrec.verbs import sweep as sweep_verb
+from imgrec.verbs.sweep import Sweep, default_study_name
+from tests.conftest import cli
 
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
 
@@ -45,6 +46,18 @@ TINY = [  # a two-epoch, two-batch trial of an 8-channel CNN
 def home(project, idx_root):
     """A project folder with its own storage, outputs and MLflow store; returns the common overrides."""
     return [f"paths.root={project}", f"data.root={idx_root}", f"sweep.storage=sqlite:///{project}/optuna.db", *TINY]
+
+
+def make_sweep(args: list[str]) -> Sweep:
+    """What `imgrec sweep ARGS` sets up, before it opens the study."""
+    job = open_job(sweep_verb.VERB, args)
+    return Sweep(job.cfg, job.train_overrides)
+
+
+def run_sweep(args: list[str]) -> optuna.Study:
+    """`imgrec sweep ARGS` in this process, errors raised as they are; its study."""
+    job = open_job(sweep_verb.VERB, args)
+    return sweep_verb.sweep(job.cfg, job.train_overrides)[0]
 
 
 def write_sweep(tmp_path: Path, name: str, text: str) -> str:
@@ -92,27 +105,27 @@ def stub_train(results: dict | None = None):
 @pytest.mark.parametrize("name", [s for s in SHIPPED if s != GAN_SWEEP])
 def test_every_shipped_sweep_composes_at_many_points_of_its_space(name, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    sweep = Sweep([f"sweep={name}", f"paths.root={tmp_path}"])
+    sweep = make_sweep([f"sweep={name}", f"paths.root={tmp_path}"])
     assert sweep.spec.question.endswith("?") and sweep.spec.direction in ("maximize", "minimize")
     assert sweep.study_name == name and sweep.storage_url == f"sqlite:///{tmp_path}/outputs/sweeps/optuna.db"
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     for _ in range(6):  # conditional keys (when:) must exist whenever they are sampled
         trial = study.ask()
-        cfg = sweep.compose(suggest(trial, sweep.params, sweep.base_value), tmp_path / "x")
+        cfg = sweep.check(suggest(trial, sweep.params, sweep.base_value))
         assert cfg.optimized_metric == sweep.spec.metric
         study.tell(trial, 0.0)
 
 
 def test_interface_commands_compose_their_studies(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    sweep = Sweep(["sweep=optimizer", "model=resnet20", "data=cifar10", "sweep.n_trials=40", f"paths.root={tmp_path}"])
+    sweep = make_sweep(["sweep=optimizer", "model=resnet20", "data=cifar10", "sweep.n_trials=40", f"paths.root={tmp_path}"])
     assert sweep.spec.n_trials == 40 and sweep.base.hydra.runtime.choices.model == "resnet20"
     assert sweep.base.data.name == "cifar10"  # the command line wins over the sweep's base (data=fashion_mnist)
     assert sweep.study_name == "optimizer-model=resnet20,data=cifar10"  # another question than plain `optimizer`
-    rnn = Sweep(["sweep=rnn_capacity", "sweep.storage=postgresql://user:secret@host/db"])
+    rnn = make_sweep(["sweep=rnn_capacity", "sweep.storage=postgresql://user:secret@host/db"])
     assert rnn.storage_id == "postgresql://user:***@host/db"
     assert isinstance(rnn.pruner(), optuna.pruners.MedianPruner)
-    unpruned = Sweep(["sweep=rnn_capacity", "sweep.pruner.type=none"])  # the sweep's median settings are dropped
+    unpruned = make_sweep(["sweep=rnn_capacity", "sweep.pruner.type=none"])  # the sweep's median settings are dropped
     assert isinstance(unpruned.pruner(), optuna.pruners.NopPruner)
 
 
@@ -152,7 +165,7 @@ def test_trainers_that_rerun_the_command_per_rank_are_refused(tmp_path, monkeypa
              for spec in (("cpu", "auto", "auto"), ("cpu", 2, "ddp_spawn"), ("gpu", 4, "auto"), ("cpu", 1, "ddp"))}
     assert list(modes.values()) == ["single", "spawn", "rerun", "rerun"]
     with pytest.raises(ConfigError, match="trainer.strategy=ddp_spawn"):
-        Sweep(["sweep=loss", "trainer=ddp_cpu"])
+        make_sweep(["sweep=loss", "trainer=ddp_cpu"])
 
 
 # -- budget ------------------------------------------------------------------------------------------
@@ -215,7 +228,7 @@ def test_the_reporter_reports_each_epoch_and_prunes_when_told_or_on_nan():
 # -- sweeps that train ---------------------------------------------------------------------------------
 
 def test_a_four_trial_sweep_answers_its_question_in_mlflow(home, tmp_path):
-    study = sweep_module.run(["sweep=loss", "sweep.n_trials=4", "sweep.study_name=loss4", *home])
+    study = run_sweep(["sweep=loss", "sweep.n_trials=4", "sweep.study_name=loss4", *home])
     assert states(study) == ["COMPLETE"] * 4
     (parent,), children = sweep_runs(tmp_path)
     assert parent.info.status == "FINISHED" and parent.data.tags["imgrec.study"] == "loss4"
@@ -249,7 +262,7 @@ pruner: {type: median, n_startup_trials: 1, n_warmup_steps: 0}
 n_trials: 2
 timeout: null
 """)
-    study = sweep_module.run([searchpath, "sweep=hopeless", "sweep.study_name=hopeless", *home, "trainer.max_epochs=3",
+    study = run_sweep([searchpath, "sweep=hopeless", "sweep.study_name=hopeless", *home, "trainer.max_epochs=3",
                               "trainer.limit_train_batches=4"])
     good, hopeless = counted_trials(study.get_trials())
     assert (good.state, hopeless.state) == (TrialState.COMPLETE, TrialState.PRUNED)
@@ -276,7 +289,7 @@ pruner: {type: none}
 n_trials: 4
 timeout: null
 """)
-    real_step, real_train = ClassificationTask.training_step, sweep_module.train
+    real_step, real_train = ClassificationTask.training_step, imgrec.train.train
 
     def step_exploding_at_kernel_5(self, batch, batch_idx):
         if self.net.features[0].kernel_size == (5, 5):
@@ -287,8 +300,8 @@ timeout: null
         return math.nan if cfg.model.kernel_size == 7 else real_train(cfg, callbacks, tags)
 
     monkeypatch.setattr(ClassificationTask, "training_step", step_exploding_at_kernel_5)
-    monkeypatch.setattr(sweep_module, "train", train_nan_at_kernel_7)
-    study = sweep_module.run([searchpath, "sweep=risky", "sweep.study_name=risky", *home])
+    monkeypatch.setattr(imgrec.train, "train", train_nan_at_kernel_7)
+    study = run_sweep([searchpath, "sweep=risky", "sweep.study_name=risky", *home])
     trials = counted_trials(study.get_trials())
     # an invalid setting is pruned (TPE ignores failed trials and would propose it again), bugs and NaNs fail
     assert [t.state.name for t in trials] == ["PRUNED", "FAIL", "FAIL", "COMPLETE"]
@@ -317,9 +330,9 @@ pruner: {type: none}
 n_trials: 5
 timeout: null
 """)
-    monkeypatch.setattr(sweep_module, "train", stub_train())
-    study = sweep_module.run([searchpath, "sweep=narrow", "sweep.study_name=narrow", *home])
-    assert len(sweep_module.train.calls) == 2  # each setting trained once
+    monkeypatch.setattr(imgrec.train, "train", stub_train())
+    study = run_sweep([searchpath, "sweep=narrow", "sweep.study_name=narrow", *home])
+    assert len(imgrec.train.train.calls) == 2  # each setting trained once
     trials = counted_trials(study.get_trials())
     assert [t.value for t in trials] == [0.5, 0.25, 0.5, 0.25, 0.5]
     assert [t.user_attrs.get("imgrec.repeat_of") for t in trials] == [None, None, 0, 1, 0]
@@ -334,7 +347,7 @@ def test_a_constrained_sweep_runs_its_reference_first_and_judges_each_trial_by_i
     """sweep=adversarial_eps: standard training (eps 0) runs first; each trial's clean accuracy comes from its
     MLflow run, TPE is told how far it falls short, and the answer states the reference and the floor."""
     fast_attacks = ["task.adversarial.val_images=32", "task.adversarial.val_steps=2", "task.adversarial.test_steps=2"]
-    study = sweep_module.run(["sweep=adversarial_eps", "sweep.n_trials=2", "sweep.study_name=adv", *home, *fast_attacks])
+    study = run_sweep(["sweep=adversarial_eps", "sweep.n_trials=2", "sweep.study_name=adv", *home, *fast_attacks])
     reference, other = counted_trials(study.get_trials())
     assert [reference.params, other.params] == [{"task.adversarial.eps": 0.0}, {"task.adversarial.eps": 0.05}]
     _, children = sweep_runs(tmp_path)
@@ -350,14 +363,14 @@ def test_a_constrained_sweep_runs_its_reference_first_and_judges_each_trial_by_i
     assert "| trial | val/robust_acc | val/acc | setting |" in answer
 
 
-def test_the_gan_capacity_sweep_composes_and_runs_two_tiny_trials(home, trained_classifier, tmp_path):
+def test_the_gan_capacity_sweep_composes_and_runs_two_tiny_trials(home, gray_classifier, tmp_path):
     """sweep=gan_capacity: DCGAN widths, latent size and learning rates, judged by the Frechet distance in the
     features of a classifier trained on the same data (task.fd_classifier)."""
     gan = [a for a in home if not a.startswith("model.")]  # the tiny CNN's keys are not DCGAN's
     with pytest.raises(ConfigError, match="sweep gan_capacity needs task.fd_classifier"):
-        Sweep(["sweep=gan_capacity", *gan])
-    study = sweep_module.run(["sweep=gan_capacity", "sweep.n_trials=2", "sweep.study_name=gan2",
-                              f"task.fd_classifier={trained_classifier['uri']}", *gan])
+        make_sweep(["sweep=gan_capacity", *gan])
+    study = run_sweep(["sweep=gan_capacity", "sweep.n_trials=2", "sweep.study_name=gan2",
+                              f"task.fd_classifier={gray_classifier['uri']}", *gan])
     trials = counted_trials(study.get_trials())
     assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE"]
     assert {"model.generator.width", "model.discriminator.width", "model.latent_dim"} <= set(trials[0].params)
@@ -379,11 +392,11 @@ def test_the_answer_is_the_best_setting_that_keeps_the_constraint(tmp_path):
     ctx = Context(sweep="adv", study_name="adv", storage="memory", question="Which eps?", metric="val/robust_acc",
                   direction="maximize", n_trials=3, dataset="d", epochs="1", seed=0, sampler="tpe", pruner="none",
                   constraint=constraint)
-    answer = write_report(synthetic_study((0.0, 0.05, 0.90), (0.1, 0.70, 0.88), (0.3, 0.80, 0.80)), ctx, tmp_path)
+    answer = sweep_report(synthetic_study((0.0, 0.05, 0.90), (0.1, 0.70, 0.88), (0.3, 0.80, 0.80)), ctx).markdown()
     assert "so at least 0.8700; 2 of 3 settings trained to the end keep it" in answer
     assert "The best setting is eps=0.1, with val/robust_acc = 0.7000 (trial 1, the best of 2 settings that keep it)" in answer
     assert "without the constraint, eps=0.3, reaches val/robust_acc = 0.8000 but val/acc = 0.8000" in answer
-    without_reference = write_report(synthetic_study((0.1, 0.70, 0.88), (0.3, 0.80, 0.80)), ctx, tmp_path)
+    without_reference = sweep_report(synthetic_study((0.1, 0.70, 0.88), (0.3, 0.80, 0.80)), ctx).markdown()
     assert "reference setting eps=0 has not completed" in without_reference
     assert "No setting trained to the end keeps the constraint" in without_reference
 
@@ -403,29 +416,29 @@ def test_a_constraint_is_checked_against_the_space():
 
 @pytest.mark.parametrize("storage", ["sqlite:///{tmp}/resume.db", "journal:///{tmp}/resume.journal"])
 def test_rerunning_resumes_the_study_and_tops_it_up_to_n_trials(home, tmp_path, monkeypatch, storage):
-    monkeypatch.setattr(sweep_module, "train", stub_train())
+    monkeypatch.setattr(imgrec.train, "train", stub_train())
     args = ["sweep=optimizer", "sweep.study_name=topup", f"sweep.storage={storage.format(tmp=tmp_path)}", *home[:2]]
-    sweep_module.run([*args, "sweep.n_trials=2"])
-    study = sweep_module.run([*args, "sweep.n_trials=3"])
+    run_sweep([*args, "sweep.n_trials=2"])
+    study = run_sweep([*args, "sweep.n_trials=3"])
     assert states(study) == ["COMPLETE"] * 3 and [t.number for t in study.get_trials()] == [0, 1, 2]
-    assert len(sweep_module.train.calls) == 3
+    assert len(imgrec.train.train.calls) == 3
     (parent,), _ = sweep_runs(tmp_path)  # one parent, found again by every run
     assert parent.data.metrics["trials_complete"] == 3
 
 
 def test_an_interrupted_trial_is_run_again_by_the_next_run(home, tmp_path, monkeypatch):
     args = ["sweep=optimizer", "sweep.study_name=ctrl_c", "sweep.n_trials=2", *home[:3]]
-    monkeypatch.setattr(sweep_module, "train", stub_train({1: KeyboardInterrupt()}))
+    monkeypatch.setattr(imgrec.train, "train", stub_train({1: KeyboardInterrupt()}))
     with pytest.raises(KeyboardInterrupt):
-        sweep_module.run(args)
+        run_sweep(args)
     (parent,), _ = sweep_runs(tmp_path)
     assert parent.info.status == "KILLED"
-    monkeypatch.setattr(sweep_module, "train", stub_train())
-    study = sweep_module.run(args)
+    monkeypatch.setattr(imgrec.train, "train", stub_train())
+    study = run_sweep(args)
     assert [(t.number, t.state.name) for t in counted_trials(study.get_trials())] == [(0, "COMPLETE"), (2, "COMPLETE")]
     assert study.trials[2].params == study.trials[1].params  # the same point, not a new one
-    study = sweep_module.run(args)  # nothing left to do: no trial is added, not even a surplus one
-    assert len(study.get_trials()) == 3 and len(sweep_module.train.calls) == 1
+    study = run_sweep(args)  # nothing left to do: no trial is added, not even a surplus one
+    assert len(study.get_trials()) == 3 and len(imgrec.train.train.calls) == 1
     (parent,), _ = sweep_runs(tmp_path)
     assert parent.info.status == "FINISHED"
 
@@ -436,12 +449,12 @@ def test_a_dead_workers_trial_is_reclaimed_by_heartbeat_and_rerun(home, tmp_path
 
     args = ["sweep=optimizer", "sweep.study_name=dead", "sweep.n_trials=2", "sweep.heartbeat_interval=1",
             "sweep.grace_period=1", *home[:3]]
-    monkeypatch.setattr(sweep_module, "train", stub_train({1: WorkerDied()}))
+    monkeypatch.setattr(imgrec.train, "train", stub_train({1: WorkerDied()}))
     with pytest.raises(WorkerDied):
-        sweep_module.run(args)
+        run_sweep(args)
     time.sleep(2.5)  # past the grace period
-    monkeypatch.setattr(sweep_module, "train", stub_train())
-    study = sweep_module.run(args)
+    monkeypatch.setattr(imgrec.train, "train", stub_train())
+    study = run_sweep(args)
     dead, retry = study.trials[1], study.trials[2]
     assert dead.state == TrialState.FAIL and retry.params == dead.params
     assert [(t.number, t.state.name) for t in counted_trials(study.get_trials())] == [(0, "COMPLETE"), (2, "COMPLETE")]
@@ -449,7 +462,7 @@ def test_a_dead_workers_trial_is_reclaimed_by_heartbeat_and_rerun(home, tmp_path
 
 def sweep_py(*args: str, cwd: Path) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    return subprocess.Popen([sys.executable, str(REPO / "scripts" / "sweep.py"), *args], cwd=cwd, env=env,
+    return subprocess.Popen([Path(sys.executable).parent / "imgrec", "sweep", *args], cwd=cwd, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
@@ -481,15 +494,15 @@ def test_two_worker_processes_share_one_postgresql_study(home, tmp_path, postgre
 
 
 def test_report_only_rewrites_the_report_without_running_trials(home, tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(sweep_module, "train", stub_train())
+    monkeypatch.setattr(imgrec.train, "train", stub_train())
     args = ["sweep=batch_size", "sweep.study_name=bs", "sweep.n_trials=1", *home[:3]]
     with pytest.raises(ConfigError, match="no study 'bs'"):
-        sweep_module.run([*args, "sweep.report_only=true"])
-    sweep_module.run(args)
+        run_sweep([*args, "sweep.report_only=true"])
+    run_sweep(args)
     (tmp_path / "outputs/sweeps/bs/answer.md").unlink()
     capsys.readouterr()
-    sweep_module.run([*args, "sweep.n_trials=5", "sweep.report_only=true"])
-    assert len(sweep_module.train.calls) == 1
+    cli("sweep", *args, "sweep.n_trials=5", "sweep.report_only=true")
+    assert len(imgrec.train.train.calls) == 1
     answer = (tmp_path / "outputs/sweeps/bs/answer.md").read_text()
     assert answer in capsys.readouterr().out
     assert "Parameter importances need at least 2 completed trials" in answer and "1 of 5 trials" in answer

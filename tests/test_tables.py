@@ -1,4 +1,4 @@
-"""Paper tables (imgrec.tables) and leaderboards (imgrec.compare, tracking.query).
+"""Paper tables (imgrec.tables, `imgrec reproduce`) and leaderboards (`imgrec compare`, tracking.query).
 
 Rows train for two batches on tiny IDX data; the seed arithmetic is checked on hand-made MLflow runs.
 """
@@ -6,22 +6,21 @@ Rows train for two batches on tiny IDX data; the seed arithmetic is checked on h
 import csv
 import math
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
 
-import imgrec.tables.driver as reproduce_module
-from imgrec.compare import main as compare_main
 from imgrec.config import CONF_DIR
 from imgrec.errors import ConfigError
-from imgrec.tables.driver import BUDGETS, Reproduction
+from imgrec.jobs import open_job
 from imgrec.tables.report import RowResult, TableInfo, verdict
+from imgrec.tables.spec import BUDGETS
+from imgrec.tracking.identity import CONFIG_HASH_TAG, RECIPE_HASH_TAG
 from imgrec.tracking.query import leaderboard, summarize
-from imgrec.tracking.run import CONFIG_HASH_TAG, RECIPE_HASH_TAG
-from tests.conftest import REPO
+from imgrec.verbs import reproduce
+from imgrec.verbs.reproduce import Reproduction
+from tests.conftest import cli
 
 TABLES = sorted(p.stem for p in (CONF_DIR / "table").glob("*.yaml"))
 TINY = ["trainer.accelerator=cpu", "trainer.log_every_n_steps=1", "~callbacks.progress_bar",
@@ -33,6 +32,12 @@ TINY = ["trainer.accelerator=cpu", "trainer.log_every_n_steps=1", "~callbacks.pr
 def home(project) -> Path:
     """A project folder with its own outputs and MLflow store."""
     return project
+
+
+def reproduction(args: list[str]) -> Reproduction:
+    """What `imgrec reproduce ARGS` sets up, before it trains anything."""
+    job = open_job(reproduce.VERB, args)
+    return Reproduction(job.cfg, job.train_overrides)
 
 
 def client_of(home: Path) -> MlflowClient:
@@ -53,23 +58,23 @@ def read_csv(path: Path) -> dict[str, dict]:
 @pytest.mark.parametrize("budget", BUDGETS)
 @pytest.mark.parametrize("table", TABLES)
 def test_every_row_of_every_table_composes(table, budget, home):
-    reproduction = Reproduction([f"table={table}", f"budget={budget}", f"paths.root={home}"])
-    trained = [row for row in reproduction.table.rows if row.skip is None]
+    table_run = reproduction([f"table={table}", f"budget={budget}", f"paths.root={home}"])
+    trained = [row for row in table_run.table.rows if row.skip is None]
     assert trained, f"table {table} has no row to train under budget {budget}"
     for row in trained:
-        cfg = reproduction.configs[(row.name, 0)]
+        cfg = table_run.jobs[(row.name, 0)].cfg
         assert cfg.seed == 0 and cfg.logger.experiment_name == "tables"
-    assert all(row.published is None or row.published > 0 for row in reproduction.table.rows)
+    assert all(row.published is None or row.published > 0 for row in table_run.table.rows)
 
 
 def test_budgets_change_the_protocol_and_rows_add_their_own(home):
-    quick = Reproduction(["table=resnet_cifar10", "budget=quick", "table.rows=[resnet56]", f"paths.root={home}"])
-    paper = Reproduction(["table=resnet_cifar10", "table.rows=[resnet56]", f"paths.root={home}"])
-    cfg_quick, cfg_paper = quick.configs[("resnet56", 0)], paper.configs[("resnet56", 0)]
+    quick = reproduction(["table=resnet_cifar10", "budget=quick", "table.rows=[resnet56]", f"paths.root={home}"])
+    paper = reproduction(["table=resnet_cifar10", "budget=paper", "table.rows=[resnet56]", f"paths.root={home}"])
+    cfg_quick, cfg_paper = quick.jobs[("resnet56", 0)].cfg, paper.jobs[("resnet56", 0)].cfg
     assert cfg_paper.trainer.max_steps == 64000 and list(cfg_paper.scheduler.schedule.milestones) == [32000, 48000]
     assert cfg_quick.trainer.max_steps == 2000 and list(cfg_quick.scheduler.schedule.milestones) == [1000, 1500]
     assert cfg_paper.model.depth == 56 and cfg_paper.optimizer.lr == 0.1 and cfg_paper.data.augment.hflip
-    fashion = Reproduction(["table=fashion_mnist", "budget=quick", f"paths.root={home}"])
+    fashion = reproduction(["table=fashion_mnist", "budget=quick", f"paths.root={home}"])
     skipped = {row.name: row.skip for row in fashion.table.rows if row.skip}
     assert set(skipped) == {"gru_svm", "wrn28_10", "human"} and "GPU" in skipped["wrn28_10"]
 
@@ -78,7 +83,7 @@ def test_budgets_change_the_protocol_and_rows_add_their_own(home):
     (["table=fashion_mnist", "table.rows=[mlp,nope]"], "no row nope"),
     (["table=fashion_mnist", "budget=long"], "budget must be one of paper, quick, smoke"),
     (["table=fashion_mnist", "table.seeds=0"], "table.seeds"),
-    (["table=fashion_mnist", "model.no_such_key=1"], "does not compose"),
+    (["table=fashion_mnist", "model.no_such_key=1"], "row mlp seed 0 of table fashion_mnist: model.no_such_key: no such key"),
     (["table=fashion_mnist", "table.unit=furlongs"], "table.unit must be one of"),
     (["table=fashion_mnist", "table.entries.mlp.source=null"], "table.entries.mlp.source is not set"),
     (["table=fashion_mnist", "table.entries.mlp.published=high"], "published must be a number"),
@@ -86,14 +91,14 @@ def test_budgets_change_the_protocol_and_rows_add_their_own(home):
 ])
 def test_bad_input_is_a_one_line_error_before_any_training(args, message, home):
     with pytest.raises(ConfigError, match=message) as err:
-        Reproduction([*args, f"paths.root={home}"])
+        reproduction([*args, f"paths.root={home}"])
     assert "\n" not in str(err.value)
 
 
 def test_a_smoke_table_is_written_and_a_second_invocation_trains_nothing(home, idx_root, monkeypatch, capsys):
     args = ["table=fashion_mnist", "budget=smoke", "table.rows=[mlp,two_conv_100k,human]", "table.seeds=2",
             f"paths.root={home}", f"data.root={idx_root}", *TINY]
-    first = Reproduction(args).run()
+    first = reproduction(args).run().markdown()
 
     md, table_csv = home / "outputs/tables/fashion_mnist_smoke.md", home / "outputs/tables/fashion_mnist_smoke.csv"
     assert md.read_text() == first and (home / "outputs/tables/fashion_mnist_smoke.png").stat().st_size > 0
@@ -114,26 +119,27 @@ def test_a_smoke_table_is_written_and_a_second_invocation_trains_nothing(home, i
     (parent,) = table_runs(home, "tags.`imgrec.role` = 'table'")
     assert parent.info.status == "FINISHED" and all(r.data.tags["mlflow.parentRunId"] == parent.info.run_id for r in runs)
     artifacts = {a.path for a in client_of(home).list_artifacts(parent.info.run_id)}
-    assert artifacts == {"fashion_mnist_smoke.md", "fashion_mnist_smoke.csv", "fashion_mnist_smoke.png"}
+    assert artifacts == {"fashion_mnist_smoke.md", "fashion_mnist_smoke.tex", "fashion_mnist_smoke.csv",
+                         "fashion_mnist_smoke.png"}
 
     def no_training(*args, **kwargs):
         raise AssertionError("a finished run should have been reused")
 
     with monkeypatch.context() as patch:
-        patch.setattr(reproduce_module, "train", no_training)
-        second = Reproduction(args).run()
+        patch.setattr("imgrec.train.train", no_training)
+        second = reproduction(args).run().markdown()
     assert second == first and len(table_runs(home)) == 4
     assert len(table_runs(home, "tags.`imgrec.role` = 'table'")) == 1  # the same parent run, updated
 
     # three seeds instead of two: only seed 2 is trained
-    Reproduction([*args[:2], "table.rows=[mlp]", "table.seeds=3", *args[4:]]).run()
+    reproduction([*args[:2], "table.rows=[mlp]", "table.seeds=3", *args[4:]]).run()
     assert sorted(r.data.params["seed"] for r in table_runs(home) if r.data.tags["imgrec.row"] == "mlp") == ["0", "1", "2"]
 
 
 def test_a_row_run_with_its_data_in_another_folder_is_reused(home, idx_root, tmp_path_factory, monkeypatch):
     """data.root says where the files are, not what is trained: another machine's copy reuses the run."""
     args = ["table=fashion_mnist", "budget=smoke", "table.rows=[mlp]", f"paths.root={home}", *TINY]
-    first = Reproduction([*args, f"data.root={idx_root}"]).run()
+    first = reproduction([*args, f"data.root={idx_root}"]).run().markdown()
     elsewhere = tmp_path_factory.mktemp("copy_of_the_data")
     for file in idx_root.iterdir():
         shutil.copy(file, elsewhere / file.name)
@@ -141,15 +147,17 @@ def test_a_row_run_with_its_data_in_another_folder_is_reused(home, idx_root, tmp
     def no_training(*args, **kwargs):
         raise AssertionError("the run with the data in the first folder should have been reused")
 
-    monkeypatch.setattr(reproduce_module, "train", no_training)
-    assert Reproduction([*args, f"data.root={elsewhere}", "data.num_workers=0"]).run() == first
+    monkeypatch.setattr("imgrec.train.train", no_training)
+    assert reproduction([*args, f"data.root={elsewhere}", "data.num_workers=0"]).run().markdown() == first
     assert len(table_runs(home)) == 1
-    changed = Reproduction([*args, f"data.root={elsewhere}", "optimizer.lr=0.5"]).run()  # what is trained counts
+    changed = reproduction([*args, f"data.root={elsewhere}", "optimizer.lr=0.5"]).run().markdown()  # what is trained counts
     assert "should have been reused" in changed
 
 
 def test_a_row_without_data_or_with_a_failure_does_not_stop_the_table(home, idx_root, monkeypatch):
-    real_train = reproduce_module.train
+    import imgrec.train
+
+    real_train = imgrec.train.train
 
     def flaky_train(cfg, **kwargs):
         if cfg.model.get("hidden") is not None:  # the MLP row
@@ -157,9 +165,9 @@ def test_a_row_without_data_or_with_a_failure_does_not_stop_the_table(home, idx_
         return real_train(cfg, **kwargs)
 
     with monkeypatch.context() as patch:
-        patch.setattr(reproduce_module, "train", flaky_train)
-        markdown = Reproduction(["table=fashion_mnist", "budget=smoke", "table.rows=[mlp,two_conv_100k]",
-                                 f"paths.root={home}", f"data.root={idx_root}", *TINY]).run()
+        patch.setattr("imgrec.train.train", flaky_train)
+        markdown = reproduction(["table=fashion_mnist", "budget=smoke", "table.rows=[mlp,two_conv_100k]",
+                                 f"paths.root={home}", f"data.root={idx_root}", *TINY]).run().markdown()
     rows = read_csv(home / "outputs/tables/fashion_mnist_smoke.csv")
     assert rows["mlp"]["verdict"] == "1 of 1 seeds failed" and "out of luck" in rows["mlp"]["detail"]
     assert rows["two_conv_100k"]["ours_mean"] != ""
@@ -167,7 +175,7 @@ def test_a_row_without_data_or_with_a_failure_does_not_stop_the_table(home, idx_
 
     empty = home / "no_data"
     empty.mkdir()
-    Reproduction(["table=classic_examples", "budget=smoke", f"paths.root={home}",
+    reproduction(["table=classic_examples", "budget=smoke", f"paths.root={home}",
                              f"data.root={empty}", "data.download=false", *TINY]).run()
     rows = read_csv(home / "outputs/tables/classic_examples_smoke.csv")
     assert {r["verdict"] for r in rows.values()} == {"not run: data missing"}
@@ -203,15 +211,18 @@ def test_seeds_are_aggregated_per_recipe_on_hand_made_runs(home):
     assert c.summary.std is None and c.summary.format() == "0.5000"
     assert sorted(a.seeds) == ["0", "1", "2"] and "paths.root" not in a.params
 
-    out = home / "board.csv"
-    compare_main(["--tracking-uri", f"sqlite:///{home}/mlruns/mlflow.db", "-e", "handmade", "--format", "csv",
-                  "-o", str(out)])
+    out, store = home / "board.csv", f"logger.tracking_uri=sqlite:///{home}/mlruns/mlflow.db"
+    report = cli("compare", store, "experiment=handmade", f"output={out}")
     with out.open() as f:
         table = list(csv.DictReader(f))
     assert [r["optimizer.lr"] for r in table] == ["0.01", "0.1", "1.0"]  # the only param that differs
     assert [r["n"] for r in table] == ["2", "3", "1"] and float(table[1]["test/acc mean"]) == pytest.approx(0.9)
-    with pytest.raises(SystemExit, match="no MLflow experiment 'nope'"):
-        compare_main(["--tracking-uri", f"sqlite:///{home}/mlruns/mlflow.db", "-e", "nope"])
+    assert "| 1 | cnn-mnist | 0.01 | 0.9600 ± 0.0141 | 2 |" in report.markdown()
+    assert "\\toprule" in report.latex()
+    with pytest.raises(SystemExit, match="^error: no MLflow experiment 'nope'"):
+        cli("compare", store, "experiment=nope")
+    with pytest.raises(SystemExit, match="^error: direction must be maximize or minimize, got 'up'"):
+        cli("compare", store, "direction=up")
 
 
 def test_summaries_and_verdicts_in_the_tables_unit():
@@ -231,15 +242,17 @@ def test_summaries_and_verdicts_in_the_tables_unit():
     assert verdict(row([], published=8.75), error) == "no result"
 
 
-def test_the_command_line_prints_usage_or_a_one_line_error(home):
-    usage = subprocess.run([sys.executable, str(REPO / "scripts/reproduce.py")], capture_output=True, text=True,
-                           cwd=home, timeout=120)
-    assert usage.returncode == 2 and "table=NAME" in usage.stdout and "fashion_mnist" in usage.stdout
-    bad = subprocess.run([sys.executable, str(REPO / "scripts/reproduce.py"), "table=nope"], capture_output=True,
-                         text=True, cwd=home, timeout=120)
-    assert bad.returncode == 1 and bad.stderr.strip().startswith("error:") and "nope" in bad.stderr
-    assert len(bad.stderr.strip().splitlines()) == 1
+def test_the_command_line_asks_for_a_table_or_names_the_options_in_one_line(home):
+    with pytest.raises(SystemExit, match=r"^error: table=\.\.\. is required: a published table of conf/table/ \(classic"):
+        cli("reproduce")
+    with pytest.raises(SystemExit) as bad:
+        cli("reproduce", "table=nope")
+    assert bad.value.code.startswith("error: table=nope: no such option; the options are classic_examples, ")
+    assert "\n" not in bad.value.code
 
+
+def test_the_default_budget_is_quick(home):
+    assert reproduction(["table=fashion_mnist", f"paths.root={home}"]).info.budget == "quick"
 
 
 @pytest.mark.slow
@@ -248,7 +261,7 @@ def test_a_models_clean_and_robust_rows_share_its_run(home, idx_root):
     args = ["table=robustness_fashion_mnist", "budget=smoke",
             "table.rows=[standard_clean,standard_robust,pgd_robust,pgd_autoattack]",
             f"paths.root={home}", "data=mnist", f"data.root={idx_root}", *TINY]
-    Reproduction(args).run()
+    reproduction(args).run()
     runs = table_runs(home)
     assert len(runs) == 2  # standard (for two rows) and PGD training (for two)
     by_method = {r.data.params["task.adversarial.method"]: r for r in runs}

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from imgrec.crossval import CrossValidation
-from imgrec.sweep import driver as sweep_module
 from imgrec.train import train
+from imgrec.verbs.cv import CrossValidation
 from tests.conftest import FAST, free_port, wait_for
+from tests.test_sweep import run_sweep
 
 CHROMIUM = next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
 pytestmark = [pytest.mark.slow,
@@ -34,7 +34,7 @@ def chromium(url: str, *args: str) -> str:
 def test_the_runs_page_shows_the_runs_and_their_dataset(make_cfg, idx_root, tmp_path, monkeypatch):
     common = [f"data.root={idx_root}", f"paths.root={tmp_path}"]
     train(make_cfg(*TINY, *common, fast=False))
-    sweep_module.run(["sweep=loss", "sweep.n_trials=1", "sweep.study_name=ui", f"sweep.storage=sqlite:///{tmp_path}/o.db",
+    run_sweep(["sweep=loss", "sweep.n_trials=1", "sweep.study_name=ui", f"sweep.storage=sqlite:///{tmp_path}/o.db",
                       *TINY, *common])
     CrossValidation(2, [*TINY, *common]).run()
     store = f"sqlite:///{tmp_path}/mlruns/mlflow.db"

@@ -16,7 +16,7 @@ Checkpoints are read with `torch.load(weights_only=True)`: a checkpoint that wou
 
 import importlib.util
 import re
-from dataclasses import asdict, dataclass
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -24,39 +24,12 @@ import torch
 from torch import nn
 
 from imgrec import models
-from imgrec.config import default_tracking_uri
+from imgrec.config import URI_FORMS, default_tracking_uri
 from imgrec.data.pixels import Normalization
 from imgrec.errors import ConfigError, one_line
-from imgrec.tracking.run import BEST_CHECKPOINT_TAG
+from imgrec.models.spec import NET_SPEC_KEY, NetSpec
 
-NET_SPEC_KEY = "imgrec_net"
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-
-
-@dataclass(frozen=True)
-class NetSpec:
-    """What rebuilds a trained network and feeds it: saved in every checkpoint as a plain dict."""
-
-    model: dict[str, Any]  # the resolved model config (conf/model/*.yaml, `_partial_: true`)
-    in_shape: tuple[int, int, int]  # (C, H, W) of the images it was trained on
-    num_classes: int
-    data: str  # the dataset's name (conf/data)
-    class_names: tuple[str, ...] | None = None
-    mean: tuple[float, ...] | None = None  # per-channel statistics of the training split, in [0, 1] units
-    std: tuple[float, ...] | None = None
-    run_id: str | None = None  # the MLflow run that wrote the checkpoint
-
-    @classmethod
-    def from_dict(cls, entry: dict[str, Any]) -> "NetSpec":
-        known = {k: v for k, v in entry.items() if k in cls.__dataclass_fields__}
-        for key in ("in_shape", "class_names", "mean", "std"):
-            if known.get(key) is not None:
-                known[key] = tuple(known[key])
-        return cls(**known)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Lists, strings and numbers only: loadable with weights_only=True."""
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
 
 class PixelModel(nn.Module):
@@ -91,14 +64,14 @@ def resolve_checkpoint(uri: str, tracking_uri: str | None = None, key: str = "mo
             raise ConfigError(f"{key}: cannot resolve {uri!r} in {tracking_uri}: {err.message.splitlines()[0]}") from None
     path = Path(uri)
     if not path.is_file():
-        raise ConfigError(f"{key}: no such checkpoint file {uri!r} "
-                          "(or use runs:/<run_id>, models:/<name>@<alias>, models:/<name>/<version>)")
+        raise ConfigError(f"{key}: no such checkpoint file {uri!r}; a model is {URI_FORMS}")
     return path
 
 
 def _run_checkpoint(run_id: str, tracking_uri: str, key: str) -> Path:
     import mlflow
 
+    from imgrec.tracking.run import BEST_CHECKPOINT_TAG
     from imgrec.tracking.store import open_store
 
     client = open_store(tracking_uri)
@@ -149,6 +122,8 @@ def _only_checkpoint_in(folder: Path, uri: str, key: str) -> Path:
 
 def read_checkpoint(path: Path, key: str = "model") -> dict[str, Any]:
     """A checkpoint's contents, unpickled with torch's weights-only allowlist: nothing in it can run code."""
+    if not zipfile.is_zipfile(path):  # what torch.save writes; anything else would fail deep inside torch.load
+        raise ConfigError(f"{key}: {path} is not a PyTorch checkpoint (not a zip archive); a model is {URI_FORMS}")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # UnpicklingError for a hostile or foreign pickle, RuntimeError for a non-zip file
@@ -186,15 +161,6 @@ def load_model(uri: str, tracking_uri: str | None = None, key: str = "model") ->
         raise ConfigError(f"{key}: {uri} is not a classifier (a model={spec.model.get('_target_')} whose output "
                           f"for 2 images is {tuple(logits.shape)}, not (2, {spec.num_classes}))")
     return model
-
-
-def test_split(model: PixelModel, root: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """The test images the model was trained for (its dataset, its classes in its order) as float [0, 1]
-    (N, C, H, W), and their labels: what checks, benchmarks, explanations and attacks measure on."""
-    from imgrec.data.splits import labelled_test_split
-
-    images, labels = labelled_test_split(model.spec.data, model.spec.class_names, root)
-    return images.float() / 255, labels
 
 
 def _timm_net(name: str, key: str) -> tuple[nn.Module, NetSpec]:

@@ -1,17 +1,17 @@
-"""Pictures of images for runs and reports: sample grids (GANs) and labelled rows (reconstructions).
+"""Pictures of images for runs and reports: sample grids (GANs), labelled rows (reconstructions, adversarial
+examples) and attribution maps. Each `*_figure` returns a matplotlib figure (for an imgrec.report.Figure);
+`save_grid` and `save_rows` write one to a PNG (what the tasks log each epoch).
 
-Images come in [0, 1] pixel units, (N, C, H, W) with 1 or 3 channels; files are PNGs.
+Images come in [0, 1] pixel units, (N, C, H, W) with 1 or 3 channels.
 """
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import matplotlib
 import torch
 import torch.nn.functional as F
 
-matplotlib.use("Agg")  # headless: render to files only
-import matplotlib.pyplot as plt  # noqa: E402
+from imgrec.report import plt, save
 
 
 def image_grid(images: torch.Tensor, columns: int, padding: int = 2, fill: float = 1.0) -> torch.Tensor:
@@ -31,10 +31,12 @@ def show(ax, picture: torch.Tensor) -> None:
         ax.imshow(picture, interpolation="nearest")
 
 
-def save_grid(
-    images: torch.Tensor, columns: int, path: Path, title: str, row_labels: Sequence[str] | None = None
-) -> None:
+def save_grid(images: torch.Tensor, columns: int, path: Path, title: str, row_labels: Sequence[str] | None = None) -> None:
     """Images as one grid PNG; `row_labels` names the rows (e.g. the classes of a conditional GAN)."""
+    save(grid_figure(images, columns, title, row_labels), path, dpi=100)
+
+
+def grid_figure(images: torch.Tensor, columns: int, title: str, row_labels: Sequence[str] | None = None):
     grid = image_grid(images.detach().float().cpu().clamp(0, 1), columns).permute(1, 2, 0)
     rows = len(images) // columns
     scale = 2 if grid.shape[0] <= 600 else 1  # small images drawn at 2x, so 28-pixel digits are visible
@@ -47,11 +49,15 @@ def save_grid(
     else:
         ax.set_yticks([])
     ax.set_title(title, fontsize=9)
-    _save(fig, path)
+    return fig
 
 
 def save_rows(rows: Mapping[str, torch.Tensor], path: Path, title: str,
               captions: Mapping[str, Sequence[str]] | None = None) -> None:
+    save(rows_figure(rows, title, captions), path, dpi=100)
+
+
+def rows_figure(rows: Mapping[str, torch.Tensor], title: str, captions: Mapping[str, Sequence[str]] | None = None):
     """One row of images (N, C, H, W) per entry of `rows`, labelled with its key (e.g. input / reconstruction);
     `captions` puts a line under each image of a row (e.g. what the model predicts for it)."""
     n = len(next(iter(rows.values())))
@@ -67,18 +73,10 @@ def save_rows(rows: Mapping[str, torch.Tensor], path: Path, title: str,
                 axes[r][c].set_xlabel(captions[label][c], fontsize=6)
         axes[r][0].set_ylabel(label, fontsize=9)
     fig.suptitle(title, fontsize=10)
-    _save(fig, path)
+    return fig
 
 
-def _save(fig, path: Path) -> None:
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
-def save_attributions(images: torch.Tensor, maps: Mapping[str, torch.Tensor], row_labels: Sequence[str], path: Path,
-                      title: str) -> None:
+def attributions_figure(images: torch.Tensor, maps: Mapping[str, torch.Tensor], row_labels: Sequence[str], title: str):
     """A grid: one row per image (labelled), the input then one column per method, each method's |attribution|
     (summed over channels, scaled to its 99th percentile per image) laid over the input in a heat colour map."""
     n, columns = len(images), 1 + len(maps)
@@ -99,4 +97,4 @@ def save_attributions(images: torch.Tensor, maps: Mapping[str, torch.Tensor], ro
         ax.set_xticks([])
         ax.set_yticks([])
     fig.suptitle(title, fontsize=9)
-    _save(fig, path)
+    return fig

@@ -1,12 +1,11 @@
-"""compose -> instantiate -> fit -> test -> log. `train(cfg)` is what train.py and sweeps call."""
+"""compose -> instantiate -> fit -> test -> log. `train(cfg)` is what `imgrec train` (train.py), sweeps, tables
+and cross-validation call (the last three through imgrec.jobs)."""
 
 import logging
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-import hydra
 import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
@@ -15,11 +14,10 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from rich.console import Console
 
 from imgrec import hardware, hub, models
-from imgrec.config import CONF_DIR, config_errors, register_resolvers
+from imgrec.config import config_errors
 from imgrec.data.synthetic import SyntheticSamples
-from imgrec.drivers import quiet_warnings
-from imgrec.errors import ConfigError, ImgrecError
-from imgrec.tasks.classification import ClassificationTask
+from imgrec.errors import ConfigError
+from imgrec.models.spec import NetSpec
 from imgrec.tracking import run as tracking
 from imgrec.tracking.datasets import log_dataset
 from imgrec.tracking.identity import config_hash
@@ -83,10 +81,6 @@ def train(cfg: DictConfig, callbacks: Sequence[L.Callback] = (), tags: dict[str,
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
         if best:
             logger.experiment.set_tag(run_id, tracking.BEST_CHECKPOINT_TAG, best)
-        if best and cfg.logger.log_model and isinstance(task, ClassificationTask):  # the UI's Model column
-            from imgrec.deploy.pyfunc import log_run_model
-
-            log_run_model(run_id, cfg.logger.tracking_uri, best, datamodule.in_shape, datamodule.class_names)
     print_summary(trainer, cfg, metric, run_id, output_dir)
     return metric
 
@@ -154,9 +148,9 @@ def build_task(cfg: DictConfig, datamodule) -> L.LightningModule:
             **({} if classifier is None else {"fd_classifier": classifier}),
         )
     # Saved in every checkpoint (with the data's statistics and the run id), so the net is rebuilt from it alone.
-    task.net_spec = hub.NetSpec(model=model_spec, in_shape=tuple(datamodule.in_shape),
-                                num_classes=datamodule.num_classes, data=datamodule.spec.name,
-                                class_names=tuple(str(n) for n in datamodule.class_names)).to_dict()
+    task.net_spec = NetSpec(model=model_spec, in_shape=tuple(datamodule.in_shape), num_classes=datamodule.num_classes,
+                            data=datamodule.spec.name, class_names=tuple(str(n) for n in datamodule.class_names),
+                            data_root=getattr(datamodule, "data_root", None)).to_dict()
     return task
 
 
@@ -210,28 +204,3 @@ def print_summary(trainer: L.Trainer, cfg: DictConfig, metric: float | None, run
     uri = cfg.logger.tracking_uri
     browse = uri if uri.startswith(("http://", "https://")) else f"mlflow ui --backend-store-uri {uri}"
     console.print(f"[bold]Browse[/]     {browse}")
-
-
-def _main(cfg: DictConfig) -> float | None:
-    try:
-        return train(cfg)
-    except ImgrecError as err:
-        raise SystemExit(f"error: {err}") from None
-
-
-def main() -> None:
-    """Console entry point: `python train.py [overrides]` or `imgrec-train [overrides]`."""
-    register_resolvers()
-    quiet_warnings()
-    hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")(_main)()
-    exit_now()
-
-
-def exit_now() -> None:
-    """Exit a successful command without the interpreter's teardown of its modules: with Lightning and MLflow
-    loaded it takes about a second (measured: `import lightning, mlflow` alone makes exiting 1.1 s, torch 0.2 s).
-    Everything is written by then (the run ended, checkpoints closed); logs and streams are flushed here."""
-    logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)

@@ -29,6 +29,10 @@ from imgrec.errors import ConfigError
 HYDRA_KEYS = {"_target_", "_partial_", "_convert_", "_recursive_", "_args_"}
 PositiveInt = Annotated[StrictInt, Field(gt=0)]
 Fraction = Annotated[float, Field(gt=0, lt=1)]
+# Lightning's devices: a count, -1 (all), "auto", a list of device indices, or "2" / "0,1" (a count or indices).
+Devices = (PositiveInt | Literal[-1, "auto", "-1"]
+           | Annotated[list[Annotated[StrictInt, Field(ge=0)]], Field(min_length=1)]
+           | Annotated[StrictStr, Field(pattern=r"^([1-9][0-9]*|[0-9]+,|[0-9]+(,[0-9]+)+,?)$")])
 
 
 @dataclass(frozen=True)
@@ -56,6 +60,7 @@ FIXED_KEYS = {
     "data.fold": Rule(Annotated[StrictInt, Field(ge=0)], "an integer >= 0"),
     "optimizer.lr": Rule(Annotated[float, Field(gt=0)], "a number > 0"),
     "optimizer.weight_decay": Rule(Annotated[float, Field(ge=0)], "a number >= 0"),
+    "trainer.devices": Rule(Devices, "a positive number of devices, -1 (all), auto, or a list of device indices"),
     "logger.tracking_uri": Rule(Annotated[StrictStr, Field(min_length=1)], "a tracking URI"),
     "logger.experiment_name": Rule(Annotated[StrictStr, Field(min_length=1)], "a non-empty name"),
 }

@@ -322,6 +322,15 @@ def dataset_files(name: str, root: str | Path | None, download: bool) -> tuple[P
     return source, [source] if spec.layout is None else spec.layout.files(source)
 
 
+def root_of(name: str, source: str | Path) -> Path | None:
+    """The folder to pass as data.root to find the dataset at `source` (what `locate` returns, or the source
+    of a run's MLflow dataset input) again; None for data bundled with a library (digits)."""
+    layout, source = get_spec(name).layout, Path(source).resolve()
+    if layout is None:
+        return None
+    return source if layout.find(source) == source else source.parent
+
+
 def load_dataset(name: str, root: str | Path | None, download: bool) -> Splits:
     """Load a dataset's train/test split as uint8 (N,C,H,W) images and int64 labels."""
     spec = get_spec(name)

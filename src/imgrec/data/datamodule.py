@@ -119,6 +119,7 @@ class ImageDataModule(L.LightningDataModule):
         self.train_set = self.val_set = self.test_set = None
         self._splits: DataSplits | None = None  # set by load(), on the CPU
         self.normalization: Normalization | None = None  # the training split's statistics, set by load()
+        self.data_root: str | None = None  # the folder load() read the files from (None: bundled with a library)
 
     # What the model needs to know, available before any file is read.
     @property
@@ -146,6 +147,8 @@ class ImageDataModule(L.LightningDataModule):
         self._splits = split_dataset(self.spec.name, self.root, self.download, self.val_size, self.split_seed,
                                      self.classes, self.train_size, self.folds, self.fold)
         self.normalization = self._splits.normalization
+        found = catalog.root_of(self.spec.name, catalog.locate(self.spec.name, self.root, download=False))
+        self.data_root = None if found is None else str(found)
 
     def setup(self, stage: str | None = None) -> None:
         """The splits, moved to the training device (fit then test: read and moved once)."""

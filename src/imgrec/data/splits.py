@@ -93,7 +93,7 @@ def stratified_fold(labels: torch.Tensor, folds: int, fold: int, split_seed: int
 
 def labelled_test_split(data: str, class_names: tuple[str, ...] | None, root: str | None, download: bool = False) -> Split:
     """The test split a model was trained for: dataset `data`, only its classes (relabelled in the model's order,
-    as data.classes left them), for checks and evaluations of a trained model (imgrec.hub.NetSpec gives both)."""
+    as data.classes left them), for checks and evaluations of a trained model (imgrec.models.spec.NetSpec gives both)."""
     spec = catalog.get_spec(data)
     classes = None
     if class_names is not None and tuple(class_names) != tuple(spec.class_names):

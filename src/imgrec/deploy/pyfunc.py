@@ -1,10 +1,11 @@
-"""An imgrec classifier as an MLflow pyfunc model, registered: `models:/<name>@<alias>` then works in
-`mlflow models serve --env-manager local` and everywhere in imgrec (imgrec.hub finds the checkpoint inside).
+"""An imgrec classifier as an MLflow pyfunc model: `models:/<name>@<alias>` (registered by `imgrec export
+register=NAME`) then works in `imgrec serve` (mlflow models serve --env-manager local) and everywhere in imgrec
+(imgrec.hub finds the checkpoint inside).
 
 The pyfunc takes float32 images in [0, 1], (N, C, H, W), and returns one row per image: the probability
 of each class (a column per class name) and `pred`, the most probable class's name. Every classifier run
-logs its best checkpoint this way too (`log_run_model`, train.py with logger.log_model=true): the run's
-Model column in the MLflow UI, `models:/<model id>` anywhere.
+logs its best checkpoint this way too (`log_run_model`, through imgrec.deploy.logged_model with
+logger.log_model=true): the run's Model column in the MLflow UI, `models:/<model id>` anywhere.
 """
 
 import logging
@@ -89,30 +90,3 @@ def quiet_logger(name: str):
         yield
     finally:
         logger.setLevel(level)
-
-
-def register(job, name: str, alias: str | None) -> str:
-    """Log the job's model as a pyfunc in a `register` child run, register it as `name`, point `alias` at it;
-    returns `models:/<name>@<alias>` (or `/<version>`)."""
-    from imgrec.deploy.export import test_images
-    from imgrec.hub import resolve_checkpoint
-
-    model, cfg = job.model, job.cfg
-    checkpoint = resolve_checkpoint(str(cfg.model), cfg.logger.tracking_uri)
-    images, _ = test_images(model, cfg.data.root)
-    tracked = job.child_run("register", {"model": cfg.model, "registered_model": name, "alias": alias})
-    with tracked.running():
-        mlflow.set_tracking_uri(cfg.logger.tracking_uri)
-        mlflow.set_registry_uri(cfg.logger.tracking_uri)
-        with mlflow.start_run(run_id=tracked.run_id):
-            info = mlflow.pyfunc.log_model(
-                name="model", python_model=ImageClassifier(), artifacts={"checkpoint": str(checkpoint)},
-                signature=signature(model), input_example=images[:2],  # a batch of 2: the batch size stays free
-                pip_requirements=requirements(),
-                registered_model_name=name)
-        version = info.registered_model_version
-        if alias:
-            tracked.client.set_registered_model_alias(name, alias, version)
-    uri = f"models:/{name}@{alias}" if alias else f"models:/{name}/{version}"
-    print(f"registered {uri} (version {version}, MLflow run {tracked.run_id})")
-    return uri

@@ -19,8 +19,16 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 from captum._utils.models.linear_model import SkLearnRidge
-from captum.attr import (GuidedBackprop, IntegratedGradients, KernelShap, LayerGradCam, Lime, NoiseTunnel, Occlusion,
-                         Saliency)
+from captum.attr import (
+    GuidedBackprop,
+    IntegratedGradients,
+    KernelShap,
+    LayerGradCam,
+    Lime,
+    NoiseTunnel,
+    Occlusion,
+    Saliency,
+)
 from torch import nn
 
 from imgrec.errors import ConfigError
@@ -108,11 +116,11 @@ METHODS: dict[str, Method] = {"saliency": saliency, "integrated_gradients": inte
 
 def attribute(method: Method, model: nn.Module, images: torch.Tensor, targets: torch.Tensor,
               batch_size: int = 64) -> torch.Tensor:
-    """`method`'s attributions of `images` for `targets`, in batches, detached, float32."""
+    """`method`'s attributions of `images` for `targets`, in batches, detached, float32, contiguous."""
     parts = []
     for start in range(0, len(images), batch_size):
         batch = images[start : start + batch_size].clone().requires_grad_(True)
-        parts.append(method(model, batch, targets[start : start + batch_size]).detach().float())
+        parts.append(method(model, batch, targets[start : start + batch_size]).detach().float().contiguous())
     return torch.cat(parts)
 
 

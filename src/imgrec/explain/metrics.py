@@ -80,8 +80,9 @@ def infidelity_of(model, images, targets, attributions, samples: int = 10) -> np
 
 
 def sensitivity_of(method: Method, model, images, targets, samples: int = 5) -> np.ndarray:
-    def explain(inputs, target):  # captum passes and expects tuples of tensors
-        return (method(model, inputs[0] if isinstance(inputs, tuple) else inputs, target),)
+    def explain(inputs, target):  # captum passes and expects tuples of tensors, and views them: contiguous ones
+        # (Grad-CAM's map expanded over 3 channels, and gradients of a channels_last RGB net, are not)
+        return (method(model, inputs[0] if isinstance(inputs, tuple) else inputs, target).contiguous(),)
 
     return sensitivity_max(explain, images, target=targets, perturb_radius=0.02,
                            n_perturb_samples=samples).detach().numpy()

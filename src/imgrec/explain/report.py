@@ -1,22 +1,16 @@
-"""The faithfulness table, its one-paragraph answer and the sanity-check plot of `explain.py metrics=true`."""
+"""What `imgrec explain metrics=true` concludes: the faithfulness table, its one-paragraph answer, Adebayo et al.'s
+finding checked, and the sanity-check plot (as parts of an imgrec.report.Report)."""
 
-import csv
-import io
 from dataclasses import dataclass, field
-from pathlib import Path
 
-import matplotlib
 import numpy as np
 
 from imgrec.explain.metrics import SANITY_THRESHOLD
+from imgrec.report import Column, Figure, Table, figure, text_column
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-# (key, column title, better): what metrics.csv and report.md hold per method
-MEASURES = (("deletion_auc", "deletion AUC ↓", "lower"), ("insertion_auc", "insertion AUC ↑", "higher"),
-            ("infidelity", "infidelity ↓", "lower"), ("sensitivity_max", "sensitivity-max ↓", "lower"),
-            ("sanity_rho", "sanity: rank corr. after randomizing all layers ↓", "lower"))
+# (key, column title): what metrics.csv and report.md hold per method
+MEASURES = (("deletion_auc", "deletion AUC ↓"), ("insertion_auc", "insertion AUC ↑"), ("infidelity", "infidelity ↓"),
+            ("sensitivity_max", "sensitivity-max ↓"), ("sanity_rho", "sanity: rank corr. after randomizing all layers ↓"))
 
 
 @dataclass
@@ -33,22 +27,28 @@ class MethodResult:
     def passes_sanity(self) -> bool:
         return abs(self.mean("sanity_rho")) < SANITY_THRESHOLD
 
-
-def to_csv(results: list[MethodResult]) -> str:
-    buffer = io.StringIO()
-    columns = ["method", *(f"{k}_{s}" for k, _, _ in MEASURES for s in ("mean", "std")), "passes_sanity",
-               "seconds_per_image"]
-    writer = csv.writer(buffer)
-    writer.writerow(columns)
-    for r in results:
-        cells = [f"{f(r.values[k]):.6g}" if k in r.values else "" for k, _, _ in MEASURES for f in (np.mean, np.std)]
-        writer.writerow([r.method, *cells, r.passes_sanity, f"{r.seconds_per_image:.6g}"])
-    return buffer.getvalue()
+    def row(self) -> dict:
+        """The method's line of metrics.csv: each measure's mean and std over the images."""
+        stats = {f"{key}_{stat}": float(f(self.values[key])) if key in self.values else None
+                 for key, _ in MEASURES for stat, f in (("mean", np.mean), ("std", np.std))}
+        return {"method": self.method, **stats, "passes_sanity": self.passes_sanity,
+                "seconds_per_image": self.seconds_per_image}
 
 
 def faithfulness_order(results: list[MethodResult]) -> list[MethodResult]:
     """Most faithful first: by insertion AUC minus deletion AUC (the probability the important pixels carry)."""
     return sorted(results, key=lambda r: r.mean("deletion_auc") - r.mean("insertion_auc"))
+
+
+def table(results: list[MethodResult]) -> Table:
+    def mean_std(key):
+        return lambda row: None if row[f"{key}_mean"] is None else f"{row[f'{key}_mean']:.3f} ± {row[f'{key}_std']:.3f}"
+
+    columns = [text_column("method", "method"), *(Column(title, mean_std(key)) for key, title in MEASURES),
+               text_column("passes sanity", lambda row: "yes" if row["passes_sanity"] else "no"),
+               Column("s / image", "seconds_per_image", ".4f")]
+    return Table("metrics", columns, [r.row() for r in faithfulness_order(results)],
+                 caption="Faithfulness of each attribution method")
 
 
 def answer(results: list[MethodResult]) -> str:
@@ -91,29 +91,19 @@ def adebayo(results: list[MethodResult]) -> str:
             + ", ".join(f"{m} {by_name[m].cascade[0][2]:.2f}" for m in rho if by_name[m].cascade) + ".")
 
 
-def markdown(results: list[MethodResult], title: str, notes: list[str]) -> str:
-    header = ["method", *(t for _, t, _ in MEASURES), "passes sanity", "s / image"]
-    lines = [f"# {title}", "", answer(results), "", adebayo(results), "",
-             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for r in faithfulness_order(results):
-        cells = [f"{np.mean(r.values[k]):.3f} ± {np.std(r.values[k]):.3f}" if k in r.values else "-" for k, _, _ in MEASURES]
-        lines.append(f"| {r.method} | " + " | ".join(cells) + f" | {'yes' if r.passes_sanity else 'no'} | "
-                     f"{r.seconds_per_image:.4f} |")
-    return "\n".join([*lines, "", *(f"- {n}" for n in notes), ""])
+def cascade_figure(results: list[MethodResult], title: str) -> Figure:
+    def draw():
+        fig, ax = figure(6.4, 4.2)
+        for r in results:
+            if r.cascade:
+                ax.plot([d for _, d, _ in r.cascade], [rho for _, _, rho in r.cascade], marker="o", label=r.method)
+        ax.axhline(SANITY_THRESHOLD, color="gray", linestyle="--", linewidth=1)
+        ax.set_xlabel("layers randomized, from the output down")
+        ax.set_ylabel("rank correlation with the original attributions")
+        ax.set_ylim(-0.1, 1.05)
+        ax.set_title(title, fontsize=9)
+        ax.legend(fontsize=7)
+        ax.grid(alpha=0.3)
+        return fig
 
-
-def plot_cascade(results: list[MethodResult], path: Path, title: str) -> None:
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    for r in results:
-        if r.cascade:
-            ax.plot([d for _, d, _ in r.cascade], [rho for _, _, rho in r.cascade], marker="o", label=r.method)
-    ax.axhline(SANITY_THRESHOLD, color="gray", linestyle="--", linewidth=1)
-    ax.set_xlabel("layers randomized, from the output down")
-    ax.set_ylabel("rank correlation with the original attributions")
-    ax.set_ylim(-0.1, 1.05)
-    ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=7)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    return Figure("sanity.png", draw)

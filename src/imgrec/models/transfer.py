@@ -59,7 +59,7 @@ class TransferNet(nn.Module):
         source: dict[str, Any] | None = None,
         backbone: nn.Module | Any = None,
     ):
-        """`source`: the source network's spec (imgrec.hub.NetSpec as a dict); `backbone`: the trained source
+        """`source`: the source network's spec (imgrec.models.spec.NetSpec as a dict); `backbone`: the trained source
         network, or anything else (the config's settings, or nothing in a rebuild) for an untrained copy."""
         super().__init__()
         if source is None:

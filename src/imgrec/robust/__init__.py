@@ -1,1 +1,2 @@
-"""Adversarial robustness: L-infinity attacks (captum.robust) on [0, 1]-pixel models and the attack script."""
+"""Adversarial robustness: L-infinity attacks (captum.robust, ART) on [0, 1]-pixel models, for adversarial training
+(imgrec.tasks.adversarial) and `imgrec attack` (imgrec.verbs.attack)."""

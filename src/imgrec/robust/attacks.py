@@ -104,7 +104,9 @@ def trades_kl(forward: Forward, images: torch.Tensor, eps: float, steps: int, st
 
 
 def autoattack(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, eps: float, batch_size: int = 250,
-               seed: int = 0) -> torch.Tensor:
+               seed: int = 0, square_queries: int = 5000) -> torch.Tensor:
+    """Standard AutoAttack (Croce & Hein 2020): APGD-CE, APGD-DLR, then Square with `square_queries` queries per
+    image still standing (5000 is the standard budget, and most of the time an attack on a robust model takes)."""
     if eps == 0:
         return images.detach()
     try:
@@ -124,7 +126,7 @@ def autoattack(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, eps
     attacks = [AutoProjectedGradientDescent(estimator, norm=np.inf, eps=eps, eps_step=step, max_iter=100,
                                             nb_random_init=5, batch_size=batch_size, loss_type=loss, verbose=False)
                for loss in losses]
-    attacks.append(SquareAttack(estimator, norm=np.inf, eps=eps, max_iter=5000, p_init=0.8, nb_restarts=1,
+    attacks.append(SquareAttack(estimator, norm=np.inf, eps=eps, max_iter=square_queries, p_init=0.8, nb_restarts=1,
                                 batch_size=batch_size, verbose=False))
     np.random.seed(seed)  # APGD's random starts and Square's draws come from numpy
     attack = AutoAttack(estimator, norm=np.inf, eps=eps, eps_step=step, attacks=attacks, batch_size=batch_size)

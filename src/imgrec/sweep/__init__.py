@@ -1,10 +1,10 @@
-"""Optuna sweeps that answer a hyperparameter question: `python scripts/sweep.py sweep=cnn_kernel [overrides]`.
+"""Optuna sweeps that answer a hyperparameter question: `imgrec sweep sweep=cnn_kernel [overrides]`.
 
-Modules: driver (the Sweep: configs, study, trials, run/main), space (search space -> overrides), storage
-(storage URLs, the exact budget, heartbeats), parent (the MLflow parent run), pruning (the reporting
-callback), report (answer.md, trials.csv, plots).
+Modules: space (search space -> overrides), storage (storage URLs, the exact budget, heartbeats), pruning (the
+reporting callback), constraint (a metric each answer must keep), report (answer.md, trials.csv, plots). The
+driver (the Sweep: configs, study, trials, parent run) is imgrec.verbs.sweep.
 
-A sweep (conf/sweep/NAME.yaml, composed through conf/sweep_driver.yaml) names a question, a metric,
+A sweep (conf/sweep/NAME.yaml, composed through conf/verbs/sweep.yaml) names a question, a metric,
 a search space over config keys, base overrides, a sampler, a pruner and a budget. Each trial composes
 conf/train.yaml with base + command-line + sampled overrides (later wins) and calls the same
 `imgrec.train.train` as train.py; a callback reports the metric to Optuna after every validation epoch
@@ -25,7 +25,3 @@ Several processes or machines running the same command share one study (storage 
   unpruned; strategies that re-run the command per rank (ddp, torchrun) would start more sweep workers
   and are refused. Scale out with one device per trial and several workers instead.
 """
-
-from imgrec.sweep.driver import main, run
-
-__all__ = ["main", "run"]

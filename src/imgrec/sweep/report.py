@@ -1,29 +1,25 @@
-"""What a sweep found: trials.csv, parameter importances, plots and answer.md.
+"""What a sweep found, as an imgrec.report.Report: answer.md (the sweep's question answered in one paragraph with
+the numbers behind it, then the evidence and the caveats), trials.csv, param_importances.csv and Optuna's plots.
 
 Written to the sweep's folder (outputs/sweeps/<study>/) and to the study's MLflow parent run
-whenever a worker ends, or on `sweep.report_only=true`. answer.md answers the sweep's question in
-one paragraph with the numbers behind it, then lists the evidence and the caveats.
+whenever a worker ends, or on `sweep.report_only=true`.
 
 Which trials count: Optuna keeps every trial it ever created, including surplus trials (created by
 a worker racing past the budget; never run) and trials reclaimed from dead workers (re-run as
 retries). `counted_trials` drops both, leaving one trial per slot of the budget.
 """
 
-import logging
-import math
-import os
+import io
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from statistics import mean
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from imgrec.report import Column, Figure, Report, Section, Table, text_column
 from imgrec.sweep.constraint import VALUE_ATTR, Constraint
-
-log = logging.getLogger(__name__)
 
 SURPLUS_ATTR = "imgrec.surplus"  # user attr of a trial created past the budget (never run)
 REPEAT_ATTR = "imgrec.repeat_of"  # user attr of a trial whose setting an earlier trial ran: its result was reused
@@ -81,26 +77,62 @@ class Context:
     constraint: Constraint | None = None  # a metric each answer must keep (imgrec.sweep.constraint)
 
 
-def write_report(study: optuna.Study, ctx: Context, out_dir: Path, client=None, run_id: str | None = None) -> str:
-    """Write the report files to `out_dir` (and the parent run, given one); return answer.md's text."""
-    out_dir.mkdir(parents=True, exist_ok=True)
+def sweep_report(study: optuna.Study, ctx: Context) -> Report:
+    """The study as it stands: answer.md and what backs it, to publish to the sweep's folder and parent run. Its
+    metrics (best value, trial counts, importances) are logged at step = finished trials, so top-ups draw a
+    history; the best params go to tags (MLflow params are immutable, and the best changes as the study grows)."""
     trials = counted_trials(study.get_trials(deepcopy=False))
     # each setting once: a repeat reused an earlier trial's result
     complete = ranked([t for t in trials if t.state == TrialState.COMPLETE and not is_repeat(t)], ctx.direction)
     importances, why_not = param_importances(study, len(complete))
-
-    files = [write_trials_csv(study, trials, out_dir / "trials.csv")]
+    figures = plots(study, with_importances=bool(importances))
+    counts = {state: sum(t.state == state for t in trials) for state in TrialState}
+    answer = answer_paragraph(ctx, answerable(ctx, trials, complete), importances, why_not)
+    if ctx.constraint is not None:
+        answer = constrained_paragraph(ctx, trials, complete) + " " + answer
+    sections = [Section("Answer", answer)]
+    if complete:
+        sections += [Section("Evidence", f"Top trials by {ctx.metric} ({ctx.direction}):", top_table(ctx, complete))]
+        choices = per_choice_table(ctx, trials, complete)
+        if choices is not None:
+            sections.append(Section(text="Per choice (each setting once):", table=choices))
     if importances:
-        files.append(out_dir / "param_importances.csv")
-        write_atomically(files[-1], "param,importance\n" + "".join(f"{k},{v:.6f}\n" for k, v in importances.items()))
-    files += save_plots(study, out_dir, with_importances=bool(importances))
-    answer = answer_md(ctx, trials, complete, importances, why_not, [f.name for f in files if f.suffix == ".png"])
-    files.append(out_dir / "answer.md")
-    write_atomically(files[-1], answer)
+        sections.append(Section(text="Parameter importance (fANOVA, sums to 1):", table=Table(
+            "param_importances", [text_column("parameter", "param"), Column("importance", "importance", ".3f")],
+            [{"param": k, "importance": v} for k, v in importances.items()])))
+    if figures:
+        sections.append(Section(text="Plots: " + ", ".join(f"`{f.name}`" for f in figures) + "."))
+    sections.append(Section("Caveats", bullets=caveats(ctx, trials, counts)))
+    return Report(f"Sweep `{ctx.sweep}`: {ctx.question}", sections, figures=figures, name="answer",
+                  data=[Table("trials", [], trials_rows(study, trials))],
+                  step=sum(t.state.is_finished() for t in trials), **best_of(trials, answerable(ctx, trials, complete),
+                                                                             importances))
 
-    if client is not None and run_id is not None:
-        log_to_parent(client, run_id, files, ctx, trials, answerable(ctx, trials, complete), importances, answer)
-    return answer
+
+def best_of(trials, complete, importances) -> dict:
+    """The report's metrics and tags: trial counts, importances, the best value and its setting."""
+    metrics = {f"trials_{s.name.lower()}": sum(t.state == s for t in trials)
+               for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)}
+    metrics.update({f"importance/{k}": v for k, v in importances.items()})
+    tags = {}
+    if complete:
+        best = complete[0]
+        metrics["best_value"] = best.value
+        tags.update({"best.trial_number": str(best.number), "best.value": f"{best.value:.6g}"})
+        tags.update({f"best.params.{k}": fmt(v) for k, v in best.params.items()})
+    return {"metrics": metrics, "tags": tags}
+
+
+def trials_rows(study: optuna.Study, trials: list[FrozenTrial]) -> list[dict]:
+    """Every counted trial as Optuna's trials_dataframe has it: number, value, state, duration, params, user attrs."""
+    import csv
+
+    frame = study.trials_dataframe(attrs=("number", "value", "state", "duration", "params", "user_attrs"))
+    if not len(frame):
+        return []
+    frame = frame[frame["number"].isin({t.number for t in trials})]
+    frame = frame.drop(columns=[c for c in frame.columns if c == f"user_attrs_{SURPLUS_ATTR}"])
+    return list(csv.DictReader(io.StringIO(frame.to_csv(index=False))))
 
 
 def answerable(ctx: Context, trials: list[FrozenTrial], complete: list[FrozenTrial]) -> list[FrozenTrial]:
@@ -127,43 +159,26 @@ def param_importances(study: optuna.Study, n_complete: int) -> tuple[dict[str, f
         return {}, f"Parameter importances could not be computed: {str(err).rstrip('.')}"
 
 
-def write_trials_csv(study: optuna.Study, trials: list[FrozenTrial], path: Path) -> Path:
-    frame = study.trials_dataframe(attrs=("number", "value", "state", "duration", "params", "user_attrs"))
-    if len(frame):
-        frame = frame[frame["number"].isin({t.number for t in trials})]
-        frame = frame.drop(columns=[c for c in frame.columns if c == f"user_attrs_{SURPLUS_ATTR}"])
-    write_atomically(path, frame.to_csv(index=False))
-    return path
-
-
-def save_plots(study: optuna.Study, out_dir: Path, with_importances: bool) -> list[Path]:
-    """Optuna's matplotlib plots as PNG (no plotly needed); a plot that cannot be drawn is skipped."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only, never a window
-    import matplotlib.pyplot as plt
+def plots(study: optuna.Study, with_importances: bool) -> list[Figure]:
+    """Optuna's matplotlib plots (no plotly needed); one that cannot be drawn is skipped by the report."""
     import numpy as np
-    from optuna.visualization import matplotlib as plots
+    from optuna.visualization import matplotlib as optuna_plots
 
     if not any(t.state == TrialState.COMPLETE for t in study.get_trials(deepcopy=False)):
         return []
-    saved = []
-    for name, function in PLOTS.items():
-        if name == "param_importances.png" and not with_importances:
-            continue
-        try:
-            kwargs = {"evaluator": importance_evaluator()} if name == "param_importances.png" else {}
+
+    def drawing(function: str):
+        def draw():
+            kwargs = {"evaluator": importance_evaluator()} if function == "plot_param_importances" else {}
             with warnings.catch_warnings():  # e.g. "identical low and high ylims" when all trials agree
                 warnings.simplefilter("ignore", UserWarning)
-                axes = getattr(plots, function)(study, **kwargs)
-            figure = np.atleast_1d(axes).ravel()[0].figure
-            figure.savefig(out_dir / name, dpi=110, bbox_inches="tight")
-            plt.close(figure)
-            saved.append(out_dir / name)
-        except Exception as err:  # a plot is a nice-to-have; the report must still be written
-            log.warning("sweep report: %s skipped (%s)", name, err)
-            plt.close("all")
-    return saved
+                axes = getattr(optuna_plots, function)(study, **kwargs)
+            return np.atleast_1d(axes).ravel()[0].figure
+
+        return draw
+
+    return [Figure(name, drawing(function)) for name, function in PLOTS.items()
+            if name != "param_importances.png" or with_importances]
 
 
 def fmt(value: object) -> str:
@@ -175,34 +190,14 @@ def setting(params: dict, keys: Sequence[str] | None = None) -> str:
     return ", ".join(f"{k}={fmt(params[k])}" for k in keys) or "the base config"
 
 
-def answer_md(ctx, trials, complete, importances, why_not, plots) -> str:
-    counts = {state: sum(t.state == state for t in trials) for state in TrialState}
-    answer = answer_paragraph(ctx, answerable(ctx, trials, complete), importances, why_not)
-    if ctx.constraint is not None:
-        answer = constrained_paragraph(ctx, trials, complete) + " " + answer
-    lines = [f"# Sweep `{ctx.sweep}`: {ctx.question}", "", "## Answer", "", answer, ""]
-    if complete:
-        lines += ["## Evidence", "", f"Top trials by {ctx.metric} ({ctx.direction}):", ""] + top_table(ctx, complete)
-        lines += [""] + per_choice_table(ctx, trials, complete)
-    if importances:
-        lines += ["Parameter importance (fANOVA, sums to 1):", ""]
-        lines += ["| parameter | importance |", "|---|---:|"] + [f"| {k} | {v:.3f} |" for k, v in importances.items()]
-        lines += [""]
-    if plots:
-        lines += ["Plots: " + ", ".join(f"`{p}`" for p in plots) + ".", ""]
-    lines += ["## Caveats", ""] + [f"- {c}" for c in caveats(ctx, trials, counts)]
-    return "\n".join(lines) + "\n"
-
-
-def top_table(ctx: Context, complete: list[FrozenTrial]) -> list[str]:
+def top_table(ctx: Context, complete: list[FrozenTrial]) -> Table:
     """The top trials, or with a constraint all of them, with the constraint's metric beside."""
-    if ctx.constraint is None:
-        return ["| trial | " + ctx.metric + " | setting |", "|---:|---:|---|",
-                *(f"| {t.number} | {t.value:.4f} | {setting(t.params)} |" for t in complete[:5])]
-    kept = ctx.constraint.metric
-    return [f"| trial | {ctx.metric} | {kept} | setting |", "|---:|---:|---:|---|",
-            *(f"| {t.number} | {t.value:.4f} | {fmt_value(t.user_attrs.get(VALUE_ATTR))} | {setting(t.params)} |"
-              for t in complete)]
+    columns = [Column("trial", "trial"), Column(ctx.metric, "value", ".4f")]
+    if ctx.constraint is not None:
+        columns.append(Column(ctx.constraint.metric, "kept", ".4f"))
+    rows = [{"trial": t.number, "value": t.value, "kept": t.user_attrs.get(VALUE_ATTR), "setting": setting(t.params)}
+            for t in (complete if ctx.constraint is not None else complete[:5])]
+    return Table("top_trials", [*columns, text_column("setting", "setting")], rows)
 
 
 def fmt_value(value: float | None) -> str:
@@ -259,7 +254,7 @@ def answer_paragraph(ctx, complete, importances, why_not) -> str:
     return text
 
 
-def per_choice_table(ctx, trials, complete) -> list[str]:
+def per_choice_table(ctx, trials, complete) -> Table | None:
     """For each categorical parameter: how each of its choices did (best and mean of the metric over the
     settings trained to the end), and how often the pruner stopped it early (a choice that is always
     pruned has no metric, and the count says why)."""
@@ -271,16 +266,15 @@ def per_choice_table(ctx, trials, complete) -> list[str]:
         for choice in dist.choices:
             values = [t.value for t in complete if t.params.get(key) == choice]
             pruned = sum(t.params.get(key) == choice for t in stopped)
-            if values:
-                best = max(values) if ctx.direction == "maximize" else min(values)
-                rows.append(f"| {key} | {fmt(choice)} | {len(values)} | {pruned} | {best:.4f} | {mean(values):.4f} |")
-            elif pruned:
-                rows.append(f"| {key} | {fmt(choice)} | 0 | {pruned} | - | - |")
+            if values or pruned:
+                best = (max(values) if ctx.direction == "maximize" else min(values)) if values else None
+                rows.append({"param": key, "choice": fmt(choice), "complete": len(values), "pruned": pruned,
+                             "best": best, "mean": mean(values) if values else None})
     if not rows:
-        return []
-    return ["Per choice (each setting once):", "",
-            f"| parameter | choice | trained to the end | pruned | best {ctx.metric} | mean |",
-            "|---|---|---:|---:|---:|---:|", *rows, ""]
+        return None
+    columns = [text_column("parameter", "param"), text_column("choice", "choice"), Column("trained to the end", "complete"),
+               Column("pruned", "pruned"), Column(f"best {ctx.metric}", "best", ".4f"), Column("mean", "mean", ".4f")]
+    return Table("per_choice", columns, rows)
 
 
 def caveats(ctx: Context, trials: list[FrozenTrial], counts: dict) -> list[str]:
@@ -321,32 +315,3 @@ def caveats(ctx: Context, trials: list[FrozenTrial], counts: dict) -> list[str]:
         if overrides:
             notes.append(f"{what} set, for every trial: " + " ".join(f"`{o}`" for o in overrides) + ".")
     return notes
-
-
-def log_to_parent(client, run_id, files, ctx, trials, complete, importances, answer) -> None:
-    """Best value and trial counts as metrics (step = finished trials, so top-ups draw a history),
-    best params as tags (params are immutable in MLflow and the best changes as the study grows)."""
-    from mlflow.entities import Metric, RunTag
-    from mlflow.utils.time import get_current_time_millis
-
-    now, finished = get_current_time_millis(), sum(t.state.is_finished() for t in trials)
-    metrics = {f"trials_{s.name.lower()}": sum(t.state == s for t in trials)
-               for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)}
-    metrics.update({f"importance/{k}": v for k, v in importances.items()})
-    tags = {"mlflow.note.content": answer}
-    if complete:
-        best = complete[0]
-        metrics["best_value"] = best.value
-        tags.update({"best.trial_number": str(best.number), "best.value": f"{best.value:.6g}"})
-        tags.update({f"best.params.{k}": fmt(v) for k, v in best.params.items()})
-    batch = [Metric(k, float(v), now, finished) for k, v in metrics.items() if math.isfinite(float(v))]
-    client.log_batch(run_id, metrics=batch, tags=[RunTag(k, v) for k, v in tags.items()])
-    for path in files:
-        client.log_artifact(run_id, str(path))
-
-
-def write_atomically(path: Path, text: str) -> None:
-    """Several workers may report at once: readers see one whole file or the other, never a mix."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)

@@ -1,16 +1,16 @@
-"""A reproduced table as a researcher pastes it: Markdown, CSV and a PNG of ours vs published.
+"""A reproduced table as a researcher pastes it (an imgrec.report.Report: Markdown, CSV, LaTeX) with a PNG of ours
+vs published.
 
 Values are in the table's unit (accuracy, accuracy in %, error in %), as the source prints them. Rows whose
 networks were measured (a table with `cost: true`) get cost columns and a second PNG: accuracy against
 MFLOPs, one point per row, joined in the order of the rows' years.
 """
 
-import csv
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
+from imgrec.report import Column, Figure, Report, Section, Table, figure, text_column
 from imgrec.tracking.query import Summary, summarize
 
 # How a run's accuracy (0-1) is written in each unit, and whether higher is better there.
@@ -36,7 +36,7 @@ class RowResult:
     reason: str | None = None  # why some or all seeds have no value, short: not run, data missing, failed
     detail: str | None = None  # the whole story (an error message), listed under the table
     year: int | None = None
-    cost: dict[str, float] = field(default_factory=dict)  # imgrec.tables.driver.measure_cost
+    cost: dict[str, float] = field(default_factory=dict)  # imgrec.verbs.reproduce.measure_cost
 
     @property
     def ours(self) -> Summary:
@@ -99,12 +99,6 @@ def verdict(row: RowResult, info: TableInfo, ref: str = "") -> str:
     return text
 
 
-def fmt(value: float | None, digits: int, signed: bool = False) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "-"
-    return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
-
-
 def duration(seconds: Sequence[float]) -> str:
     if not seconds:
         return "-"
@@ -120,76 +114,68 @@ def epochs(values: Sequence[float]) -> str:
 
 
 UNIT_LABELS = {"accuracy": "test accuracy", "accuracy_percent": "test accuracy (%)", "error_percent": "test error (%)"}
-HEADER = ["row", "published", "ours (mean ± std)", "difference", "seeds", "epochs", "wall / run", "verdict"]
 # The cost columns (key in RowResult.cost, header, format), after "ours", when any row was measured.
-COST_COLUMNS = (("params", "params (M)", lambda v: f"{v / 1e6:.2f}"), ("mflops", "MFLOPs / image", lambda v: f"{v:,.0f}"),
+COST_COLUMNS = (("params", "params (M)", lambda v: f"{v / 1e6:.2f}"),
+                ("mflops", "MFLOPs / image", lambda v: f"{v:,.0f}"),
                 ("train_img_per_s", "training img/s", lambda v: f"{v:,.0f}"),
                 ("latency_ms", "latency (ms, batch 1)", lambda v: f"{v:.2f}"))
+COST_NOTE = ("Cost of each trained network on this machine: parameters; MFLOPs of one forward pass on one image "
+             "(torch.utils.flop_counter: 2 FLOPs per multiply-add); training img/s of the run's last epoch; median "
+             "batch-1 latency, eager fp32 on the CPU.")
 
 
 def has_cost(rows: Sequence[RowResult]) -> bool:
     return any(row.cost for row in rows)
 
 
-def markdown(info: TableInfo, rows: Sequence[RowResult]) -> str:
-    unit = UNIT_LABELS[info.unit]
-    better = "higher" if info.higher_is_better else "lower"
+def csv_row(info: TableInfo, number: int, row: RowResult) -> dict:
+    """The row's raw values (the CSV's columns), and what the shown columns need (label, summary)."""
+    ours, difference = row.ours, row.difference_in(info)
+    label = f"{row.label} ({row.year}) [{number}]" if row.year else f"{row.label} [{number}]"
+    return {"table": info.name, "budget": info.budget, "row": row.name, "label": row.label, "unit": info.unit,
+            "published": row.published, "ours_mean": None if ours.n == 0 else ours.mean, "ours_std": ours.std,
+            "difference": difference, "seeds": ours.n,
+            "epochs": sum(row.epochs) / len(row.epochs) if row.epochs else None,
+            "wall_s": sum(row.wall_s) / len(row.wall_s) if row.wall_s else None,
+            "verdict": verdict(row, info, f"[{number}]"), "source": row.source, "run_ids": " ".join(row.run_ids),
+            "detail": row.detail, "year": row.year, **{key: row.cost.get(key) for key, _, _ in COST_COLUMNS},
+            "_shown": label, "_ours": ours.format(info.digits), "_epochs": epochs(row.epochs),
+            "_wall": duration(row.wall_s)}
+
+
+def table_report(info: TableInfo, rows: Sequence[RowResult]) -> Report:
+    """The table (outputs/tables/<table>_<budget>.md, .tex, .csv), ours beside published (.png) and, for measured
+    rows, accuracy against MFLOPs (_cost.png)."""
+    digits = info.digits
     costs = COST_COLUMNS if has_cost(rows) else ()
-    header = [*HEADER[:3], *(title for _, title, _ in costs), *HEADER[3:]]
-    data = f" (ours on {info.data}, published on {info.published_on})" if not info.comparable else ""
-    lines = [
-        f"## {info.title}",
-        "",
-        f"{unit} ({better} is better){data}; budget `{info.budget}`: {info.budget_about}; "
-        f"{info.seeds} seed{'s' if info.seeds != 1 else ''} per row.",
-        "",
-        "| " + " | ".join(header) + " |",
-        "|---|" + "---:|" * (len(header) - 2) + "---|",
-    ]
-    for number, row in enumerate(rows, 1):
-        ours = row.ours
-        label = f"{row.label} ({row.year}) [{number}]" if row.year else f"{row.label} [{number}]"
-        measured = [show(row.cost[key]) if key in row.cost else "-" for key, _, show in costs]
-        cells = [label, fmt(row.published, info.digits), ours.format(info.digits), *measured,
-                 fmt(row.difference_in(info), info.digits, signed=True), str(ours.n), epochs(row.epochs),
-                 duration(row.wall_s), verdict(row, info, f"[{number}]")]
-        lines.append("| " + " | ".join(cells) + " |")
+    columns = [text_column("row", "_shown"), Column("published", "published", f".{digits}f"),
+               Column("ours (mean ± std)", "_ours"), *(Column(title, key, show) for key, title, show in costs),
+               Column("difference", "difference", f"+.{digits}f"), Column("seeds", "seeds"),
+               Column("epochs", "_epochs"),
+               Column("wall / run", "_wall"), text_column("verdict", "verdict")]
+    data = [csv_row(info, number, row) for number, row in enumerate(rows, 1)]
+    better = "higher" if info.higher_is_better else "lower"
+    on = f" (ours on {info.data}, published on {info.published_on})" if not info.comparable else ""
+    caption = (f"{UNIT_LABELS[info.unit]} ({better} is better){on}; budget `{info.budget}`: {info.budget_about}; "
+               f"{info.seeds} seed{'s' if info.seeds != 1 else ''} per row.")
+    sources = "Sources:\n" + "\n".join(f"[{n}] {row.source}" + (f". Note: {row.note}" if row.note else "")
+                                        for n, row in enumerate(rows, 1))
+    details = [f"[{n}] {row.detail}" for n, row in enumerate(rows, 1) if row.detail]
+    after = [*([COST_NOTE] if costs else []), sources,
+             *(["Why rows have no or fewer results:\n" + "\n".join(details)] if details else [])]
+    stem = f"{info.name}_{info.budget}"
+    table = Table(stem, columns, data, caption=f"{info.title}: {caption}")
+    figures = [Figure(f"{stem}.png", lambda: bars(info, rows))]
     if costs:
-        lines += ["", ("Cost of each trained network on this machine: parameters; MFLOPs of one forward pass on one "
-                       "image (torch.utils.flop_counter: 2 FLOPs per multiply-add); training img/s of the run's last "
-                       "epoch; median batch-1 latency, eager fp32 on the CPU.")]
-    lines += ["", "Sources:"]
-    lines += [f"[{number}] {row.source}" + (f". Note: {row.note}" if row.note else "") for number, row in enumerate(rows, 1)]
-    details = [f"[{number}] {row.detail}" for number, row in enumerate(rows, 1) if row.detail]
-    lines += ["", "Why rows have no or fewer results:", *details] if details else []
-    return "\n".join(lines) + "\n"
+        figures.append(Figure(f"{stem}_cost.png", lambda: cost_plot(info, rows)))
+    metrics = {f"ours/{row.name}": row.ours.mean for row in rows if row.ours.n}
+    return Report(info.title, [Section(text=caption, table=table, after=after)], figures=figures, metrics=metrics,
+                  name=stem)
 
 
-def write_csv(path: Path, info: TableInfo, rows: Sequence[RowResult]) -> None:
-    with path.open("w", newline="") as f:
-        writer = csv.writer(f)
-        costs = [key for key, _, _ in COST_COLUMNS]
-        writer.writerow(["table", "budget", "row", "label", "unit", "published", "ours_mean", "ours_std", "difference",
-                         "seeds", "epochs", "wall_s", "verdict", "source", "run_ids", "detail", "year", *costs])
-        for row in rows:
-            ours, difference = row.ours, row.difference_in(info)
-            writer.writerow([info.name, info.budget, row.name, row.label, info.unit, row.published,
-                             "" if ours.n == 0 else ours.mean, "" if ours.std is None else ours.std,
-                             "" if difference is None else difference, ours.n,
-                             sum(row.epochs) / len(row.epochs) if row.epochs else "",
-                             sum(row.wall_s) / len(row.wall_s) if row.wall_s else "",
-                             verdict(row, info), row.source, " ".join(row.run_ids), row.detail or "",
-                             row.year or "", *(row.cost.get(key, "") for key in costs)])
-
-
-def plot(path: Path, info: TableInfo, rows: Sequence[RowResult]) -> None:
+def bars(info: TableInfo, rows: Sequence[RowResult]):
     """Horizontal bars: ours (mean, ± std as error bars) beside the published value of each row."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, 0.5 * len(rows) + 1.5))
+    fig, ax = figure(8, 0.5 * len(rows) + 1.5)
     ys = range(len(rows))
     height = 0.38
     published = [r.published if r.published is not None else math.nan for r in rows]
@@ -212,25 +198,19 @@ def plot(path: Path, info: TableInfo, rows: Sequence[RowResult]) -> None:
     ax.set_xlabel(f"{info.metric} as {info.unit}")
     ax.set_title(f"{info.title}\nbudget: {info.budget}", fontsize=10)
     ax.legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    return fig
 
 
-def plot_cost(path: Path, info: TableInfo, rows: Sequence[RowResult]) -> None:
+def cost_plot(info: TableInfo, rows: Sequence[RowResult]):
     """Accuracy against MFLOPs per image (log scale), one point per measured row, joined in year order:
     what each step of the history bought, and at what compute."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     points = sorted(((r.year or 0, r.cost["mflops"], r.ours.mean, r.label) for r in rows
                      if "mflops" in r.cost and r.ours.n), key=lambda p: p[0])
-    fig, ax = plt.subplots(figsize=(7.5, 5))
+    fig, ax = figure(7.5, 5)
     if points:
         ax.plot([p[1] for p in points], [p[2] for p in points], color="0.7", zorder=1, label="in order of year")
-        ax.scatter([p[1] for p in points], [p[2] for p in points], color="tab:blue", zorder=2, label=f"ours ({info.budget})")
+        ax.scatter([p[1] for p in points], [p[2] for p in points], color="tab:blue", zorder=2,
+                   label=f"ours ({info.budget})")
         for year, flops, accuracy, label in points:
             ax.annotate(f"{label}" + (f" ({year})" if year else ""), (flops, accuracy), textcoords="offset points",
                         xytext=(5, 4), fontsize=8)
@@ -240,20 +220,4 @@ def plot_cost(path: Path, info: TableInfo, rows: Sequence[RowResult]) -> None:
     ax.set_title(f"{info.title}\nbudget: {info.budget}", fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(loc="best", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
-def write_all(directory: Path, info: TableInfo, rows: Sequence[RowResult]) -> list[Path]:
-    """outputs/tables/<table>_<budget>.{md,csv,png} (and _cost.png for measured rows); returns the paths."""
-    directory.mkdir(parents=True, exist_ok=True)
-    stem = directory / f"{info.name}_{info.budget}"
-    md, table_csv, png = stem.with_suffix(".md"), stem.with_suffix(".csv"), stem.with_suffix(".png")
-    md.write_text(markdown(info, rows))
-    write_csv(table_csv, info, rows)
-    plot(png, info, rows)
-    if not has_cost(rows):
-        return [md, table_csv, png]
-    plot_cost(cost_png := directory / f"{stem.name}_cost.png", info, rows)
-    return [md, table_csv, png, cost_png]
+    return fig

@@ -27,7 +27,6 @@ from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMe
 from imgrec import pictures
 from imgrec.tasks import optim
 from imgrec.tasks.base import Task
-from imgrec.tracking.run import log_artifact
 
 LOSSES = ("mse", "bce")
 PROBES = ("linear", "knn")
@@ -214,7 +213,7 @@ class AutoencodingTask(Task):
         psnr = float(self.val_metrics["psnr"].compute())
         path = Path(self.trainer.default_root_dir) / "reconstructions" / f"epoch_{epoch:03d}.png"
         pictures.save_rows(rows, path, f"epoch {epoch}: validation PSNR {psnr:.2f} dB")
-        log_artifact(self.trainer.logger, path, "reconstructions")
+        self.log_file(path, "reconstructions")
 
     # -- latent quality for recognition
 

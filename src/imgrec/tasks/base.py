@@ -1,6 +1,7 @@
 """What every task shares: the data's pixel statistics, and checkpoints that say how to rebuild their network."""
 
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -8,14 +9,14 @@ import torch
 from torch import nn
 
 from imgrec.data.pixels import Normalization
-from imgrec.hub import NET_SPEC_KEY
+from imgrec.models.spec import NET_SPEC_KEY
 from imgrec.tasks import rng
 
 RNG_KEY = "imgrec_rng"
 
 
 class Task(L.LightningModule):
-    """A LightningModule whose checkpoints carry the network's spec (imgrec.hub.NetSpec).
+    """A LightningModule whose checkpoints carry the network's spec (imgrec.models.spec.NetSpec).
 
     With it, `imgrec.hub.load_net` rebuilds the trained network from the checkpoint alone (a file, an
     MLflow run, a registered model), and `imgrec.hub.load_model` feeds it [0, 1] pixels. Checkpoints also
@@ -55,6 +56,12 @@ class Task(L.LightningModule):
         over 10% of a small net's CPU epoch (`python scripts/bench.py --vs-plain`)."""
         for name, metric in metrics.items():
             self.log(f"{stage}/{name}", metric, prog_bar=name in prog_bar)
+
+    def log_file(self, path: Path, folder: str | None = None) -> None:
+        """Keep a file (a picture) with the run: through the logger, when it keeps files (MLflow's does)."""
+        log_file = getattr(self.logger, "log_file", None)
+        if log_file is not None:
+            log_file(path, folder)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self._resumed_rng = checkpoint.get(RNG_KEY)

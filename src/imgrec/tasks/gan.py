@@ -33,7 +33,6 @@ from imgrec.tasks import optim
 from imgrec.tasks.base import Task
 from imgrec.tasks.checkpointing import latest_if_unlogged
 from imgrec.tasks.sample_quality import SampleQuality
-from imgrec.tracking.run import log_artifact
 
 EVAL_STAGES = ("val", "test")
 TRAIN_METRICS = ("loss_d", "loss_g", "d_real", "d_fake")
@@ -279,4 +278,4 @@ class GANTask(Task):
         title = f"epoch {epoch}" + (f": val/fd_classifier {self._last_fd:.3g}" if self._last_fd is not None else "")
         rows = [str(n) for n in self.class_names] if self.conditional else None
         pictures.save_grid((images.float() + 1) / 2, self.grid_columns, path, title, rows)
-        log_artifact(self.trainer.logger, path, "samples")
+        self.log_file(path, "samples")

@@ -8,6 +8,7 @@ the same split. Its profile lists the split sizes, the image shape, the class na
 
 import hashlib
 import json
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from mlflow.data.dataset_source import DatasetSource
 from mlflow.data.dataset_source_registry import resolve_dataset_source
 from mlflow.data.meta_dataset import MetaDataset
 from mlflow.entities import DatasetInput, InputTag
+from mlflow.exceptions import MlflowException
 
 from imgrec.data import catalog
 
@@ -75,5 +77,14 @@ def log_dataset(client, run_id: str, datamodule) -> ImageDataset | None:
         return None
     dataset = image_dataset(datamodule)
     context = InputTag(key="mlflow.data.context", value="training")
-    client.log_inputs(run_id, datasets=[DatasetInput(dataset._to_mlflow_entity(), tags=[context])])
+    for attempt in range(3):
+        try:
+            client.log_inputs(run_id, datasets=[DatasetInput(dataset._to_mlflow_entity(), tags=[context])])
+            return dataset
+        except MlflowException as err:
+            # Runs starting together on one tracking server race to create the same dataset entry: the loser's
+            # insert breaks the table's unique key; by the next try the entry exists and is reused.
+            if attempt == 2 or "unique" not in str(err).lower():
+                raise
+            time.sleep(0.5 * (attempt + 1))
     return dataset

@@ -1,22 +1,24 @@
 """Runs a driver opens itself, not through Lightning: the parent run that groups a sweep's or a table's runs
-(found again by its tags), or the child run a script logs under the run of the model it used."""
+(found again by its tags), or the child run a verb logs under the run of the model it used. Their lifecycle is
+the one training runs have (imgrec.tracking.run.lifecycle)."""
 
+import math
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from mlflow import MlflowClient
-from mlflow.entities import Metric, Param
+from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 
-from imgrec.tracking.run import sigterm_as_interrupt
-from imgrec.tracking.store import heartbeat, process_tags
+from imgrec.tracking.query import find_runs
+from imgrec.tracking.run import lifecycle
 
-
-def tag_filter(tags: dict[str, str]) -> str:
-    return " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())
+PARENT_TAG, SOURCE_RUN_TAG, ROLE_TAG = "mlflow.parentRunId", "imgrec.source_run", "imgrec.role"
+NOTE_TAG = "mlflow.note.content"  # the run's description in the MLflow UI
+MAX_PARAM = 6000  # MLflow's limit on a param value
 
 
 class DriverRun:
@@ -26,39 +28,38 @@ class DriverRun:
         self.client, self.run_id = client, run_id
 
     @classmethod
-    def create(cls, client: MlflowClient, experiment_id: str, name: str, tags: dict[str, str],
-               params: dict[str, Any] | None = None) -> "DriverRun":
-        run = client.create_run(experiment_id, run_name=name, tags=tags)
-        if params:
-            client.log_batch(run.info.run_id, params=[Param(k, str(v)[:6000]) for k, v in params.items()])
-        return cls(client, run.info.run_id)
-
-    @staticmethod
-    def find(client: MlflowClient, experiment_id: str, tags: dict[str, str]) -> str | None:
-        """The first (oldest) run with all of `tags`: the one every later invocation keeps using."""
-        runs = client.search_runs([experiment_id], tag_filter(tags), order_by=["attributes.start_time ASC"],
-                                  max_results=1)
-        return runs[0].info.run_id if runs else None
+    def create(cls, client: MlflowClient, experiment_id: str, name: str, tags: Mapping[str, str],
+               params: Mapping[str, Any] | None = None) -> "DriverRun":
+        run = cls(client, client.create_run(experiment_id, run_name=name, tags=dict(tags)).info.run_id)
+        run.log(params=params)
+        return run
 
     @classmethod
-    def find_or_create(cls, client: MlflowClient, experiment_id: str, name: str, tags: dict[str, str],
-                       extra_tags: dict[str, str] | None = None, params: dict[str, Any] | None = None) -> "DriverRun":
-        """The run with `tags`, created (with `extra_tags` and `params` too) the first time."""
-        found = cls.find(client, experiment_id, tags)
-        return cls(client, found) if found else cls.create(client, experiment_id, name, {**tags, **(extra_tags or {})},
-                                                           params)
+    def find_or_create(cls, client: MlflowClient, experiment_id: str, name: str, tags: Mapping[str, str],
+                       extra_tags: Mapping[str, str] | None = None,
+                       params: Mapping[str, Any] | None = None) -> "DriverRun":
+        """The first (oldest) run with `tags`, the one every later invocation keeps using; created (with
+        `extra_tags` and `params` too) the first time."""
+        found = find_runs(client, experiment_id, tags, newest_first=False, limit=1)
+        if found:
+            return cls(client, found[0].info.run_id)
+        return cls.create(client, experiment_id, name, {**tags, **(extra_tags or {})}, params)
 
     @classmethod
-    def child_of(cls, client: MlflowClient, source_run_id: str | None, name: str, tags: dict[str, str],
-                 params: dict[str, Any] | None = None, experiment_name: str = "imgrec") -> "DriverRun":
+    def child_of(cls, client: MlflowClient, source_run_id: str | None, name: str, tags: Mapping[str, str],
+                 params: Mapping[str, Any] | None = None, experiment_name: str = "imgrec") -> "DriverRun":
         """A new run under `source_run_id` (in its experiment); without a source run, a top-level run."""
         if source_run_id:
             experiment_id = client.get_run(source_run_id).info.experiment_id
-            tags = {"mlflow.parentRunId": source_run_id, "imgrec.source_run": source_run_id, **tags}
+            tags = {PARENT_TAG: source_run_id, SOURCE_RUN_TAG: source_run_id, **tags}
         else:
             experiment = client.get_experiment_by_name(experiment_name)
             experiment_id = experiment.experiment_id if experiment else client.create_experiment(experiment_name)
         return cls.create(client, experiment_id, name, tags, params)
+
+    @property
+    def experiment_id(self) -> str:
+        return self.client.get_run(self.run_id).info.experiment_id
 
     def usable(self) -> bool:
         try:
@@ -66,40 +67,22 @@ class DriverRun:
         except MlflowException:  # deleted for good, or another tracking server
             return False
 
-    def child(self, tags: dict[str, str]) -> str | None:
-        """The latest child run with `tags` (found by them: train() does not hand its run id back on errors)."""
-        experiment_id = self.client.get_run(self.run_id).info.experiment_id
-        runs = self.client.search_runs([experiment_id], tag_filter({"mlflow.parentRunId": self.run_id, **tags}),
-                                       order_by=["attributes.start_time DESC"], max_results=1)
-        return runs[0].info.run_id if runs else None
-
-    def log(self, metrics: dict[str, float] | None = None, files: Sequence[Path | str] = ()) -> None:
-        """Metrics (one batch) and files (as artifacts) of what a driver measured and wrote."""
-        if metrics:
-            now = int(time.time() * 1000)
-            self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()])
+    def log(self, metrics: Mapping[str, float] | None = None, files: Sequence[Path | str] = (),
+            params: Mapping[str, Any] | None = None, tags: Mapping[str, str] | None = None,
+            note: str | None = None, step: int = 0) -> None:
+        """Metrics (at `step`; non-finite ones left out), params and tags in one batch, then files (as artifacts);
+        `note`: the run's description."""
+        now = int(time.time() * 1000)
+        tags = {**(tags or {}), **({NOTE_TAG: note} if note is not None else {})}
+        metrics = {k: float(v) for k, v in (metrics or {}).items() if v is not None and math.isfinite(float(v))}
+        self.client.log_batch(self.run_id, metrics=[Metric(k, v, now, step) for k, v in metrics.items()],
+                              params=[Param(k, str(v)[:MAX_PARAM]) for k, v in (params or {}).items()],
+                              tags=[RunTag(k, str(v)) for k, v in tags.items()])
         for path in files:
             self.client.log_artifact(self.run_id, str(path))
 
-    def set_status(self, status: str) -> None:
-        if status == "RUNNING":
-            self.client.update_run(self.run_id, status="RUNNING")
-            for key, value in process_tags().items():  # this process owns it now (imgrec.tracking.store)
-                self.client.set_tag(self.run_id, key, value)
-        else:
-            self.client.set_terminated(self.run_id, status)
-
     @contextmanager
-    def running(self) -> Iterator[None]:
+    def running(self) -> Iterator["DriverRun"]:
         """RUNNING while the block runs; then FINISHED, FAILED, or KILLED (Ctrl-C, SIGTERM): never left RUNNING."""
-        self.set_status("RUNNING")
-        status = "FAILED"
-        try:
-            with sigterm_as_interrupt(), heartbeat(self.client, self.run_id):
-                yield
-            status = "FINISHED"
-        except (KeyboardInterrupt, SystemExit):
-            status = "KILLED"
-            raise
-        finally:
-            self.set_status(status)
+        with lifecycle(self.client, self.run_id):
+            yield self

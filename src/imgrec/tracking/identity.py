@@ -13,6 +13,9 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+CONFIG_HASH_TAG = "imgrec.config_hash"  # a run's config_hash(): finished runs with the same one are reused
+RECIPE_HASH_TAG = "imgrec.recipe_hash"  # the config hash without the seed: runs that differ only by seed share it
+
 INFRA_KEYS = (
     "paths", "hydra", "logger", "ckpt_path",
     "data.root", "data.download", "data.num_workers", "data.eval_batch_size",
@@ -22,7 +25,7 @@ INFRA_KEYS = (
     "callbacks.model_checkpoint.dirpath", "callbacks.model_checkpoint.filename",
     "callbacks.model_checkpoint.save_last", "callbacks.model_checkpoint.auto_insert_metric_name",
     "callbacks.lr_monitor", "callbacks.progress_bar", "callbacks.model_summary",
-    "callbacks.classification_report", "callbacks.epoch_summary",
+    "callbacks.classification_report", "callbacks.epoch_summary", "callbacks.logged_model",
 )
 
 

@@ -1,4 +1,5 @@
-"""MLflow runs as tables: seeds aggregated per recipe (paper tables, leaderboards).
+"""Finding MLflow runs (`find_runs`: the one place a tag filter is written), and runs as tables: seeds
+aggregated per recipe (paper tables, leaderboards).
 
 A recipe is a run's config without its seed (tag `imgrec.recipe_hash`): runs that share it differ
 only by seed, so their metric is summarised as mean ± sample standard deviation.
@@ -6,14 +7,42 @@ only by seed, so their metric is summarised as mean ± sample standard deviation
 
 import math
 import statistics
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from mlflow import MlflowClient
 from mlflow.entities import Run
 
-from imgrec.tracking.identity import is_infra
-from imgrec.tracking.run import RECIPE_HASH_TAG
+from imgrec.tracking.identity import RECIPE_HASH_TAG, is_infra
+
+STATUSES = ("RUNNING", "SCHEDULED", "FINISHED", "FAILED", "KILLED")
+
+
+def find_runs(client: MlflowClient, experiment_ids: str | Sequence[str], tags: Mapping[str, str] | None = None,
+              status: str | None = None, newest_first: bool = True, limit: int | None = None,
+              filter_string: str = "") -> list[Run]:
+    """The runs with all of `tags` (and `status`: FINISHED, ..., or "!FINISHED" for any other), newest first
+    (or oldest first), at most `limit` of them; `filter_string` adds a condition in the MLflow UI's syntax."""
+    ids = [experiment_ids] if isinstance(experiment_ids, str) else list(experiment_ids)
+    conditions = [f"tags.`{k}` = '{v}'" for k, v in (tags or {}).items()]
+    if status is not None:
+        negated = status.startswith("!")
+        if status.lstrip("!") not in STATUSES:
+            raise ValueError(f"status must be one of {', '.join(STATUSES)} (or !STATUS), got {status!r}")
+        conditions.append(f"attributes.status {'!=' if negated else '='} '{status.lstrip('!')}'")
+    if filter_string:
+        conditions.append(filter_string)
+    order = [f"attributes.start_time {'DESC' if newest_first else 'ASC'}"]
+    if not ids:
+        return []
+    runs, token = [], None
+    while True:  # search_runs returns at most 1000 runs a call
+        page = client.search_runs(ids, " and ".join(conditions), order_by=order, page_token=token,
+                                  max_results=min(limit, 1000) if limit else 1000)
+        runs.extend(page)
+        token = page.token
+        if not token or (limit and len(runs) >= limit):
+            return runs[:limit] if limit else runs
 
 
 @dataclass(frozen=True)
@@ -52,17 +81,6 @@ def experiment_ids(client: MlflowClient, names: Sequence[str]) -> list[str]:
     return ids
 
 
-def search_all(client: MlflowClient, experiment_ids: Sequence[str], filter_string: str = "") -> list[Run]:
-    """Every matching run, page by page (search_runs returns at most 1000 per call)."""
-    runs, token = [], None
-    while True:
-        page = client.search_runs(list(experiment_ids), filter_string, max_results=1000, page_token=token)
-        runs.extend(page)
-        token = page.token
-        if not token:
-            return runs
-
-
 @dataclass(frozen=True)
 class Entry:
     """One recipe of a leaderboard: its runs (one per seed) and their summarised metric."""
@@ -81,7 +99,8 @@ def recipe_params(run: Run) -> dict[str, str]:
 
 
 def leaderboard(runs: Sequence[Run], metric: str, higher_is_better: bool = True) -> list[Entry]:
-    """Runs grouped by recipe (runs without the tag stand alone), best mean first; runs lacking the metric are left out."""
+    """Runs grouped by recipe (runs without the tag stand alone), best mean first; runs lacking the metric are
+    left out."""
     groups: dict[str, list[Run]] = {}
     for run in runs:
         if metric in run.data.metrics:

@@ -1,4 +1,5 @@
-"""The lifecycle of one MLflow run: identity, tags, params, artifacts and a final status.
+"""The lifecycle of MLflow runs: one for training runs and driver runs alike (`lifecycle`), and what a
+training run adds: identity, tags, params, artifacts.
 
 Lightning's MLFlowLogger writes metrics and the best checkpoint; this module owns everything
 else, including the status: FINISHED, FAILED (an exception) or KILLED (Ctrl-C, SIGTERM), so no
@@ -7,7 +8,6 @@ run stays RUNNING after its process is gone.
 
 import logging
 import platform
-import shlex
 import signal
 import subprocess
 import sys
@@ -17,18 +17,20 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from lightning.pytorch.loggers import MLFlowLogger
 from mlflow import MlflowClient
-from mlflow.entities import RunStatus
+from mlflow.entities import RunTag
 from mlflow.exceptions import MlflowException
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
+from imgrec.console import command_line
+from imgrec.tracking.identity import CONFIG_HASH_TAG, RECIPE_HASH_TAG
+from imgrec.tracking.query import find_runs
 from imgrec.tracking.store import heartbeat, process_tags
 
 log = logging.getLogger(__name__)
 
-CONFIG_HASH_TAG = "imgrec.config_hash"
-RECIPE_HASH_TAG = "imgrec.recipe_hash"  # the config hash without the seed: runs that differ only by seed share it
+ERROR_TAG = "error"  # why a run FAILED: the exception, on one line
 CHECKPOINT_DIR_TAG = "imgrec.checkpoint_dir"
 BEST_CHECKPOINT_TAG = "imgrec.best_checkpoint"
 
@@ -45,16 +47,6 @@ def experiment_id(client: MlflowClient, name: str, artifact_location: str) -> st
         return client.get_experiment_by_name(name).experiment_id
 
 
-class RunLogger(MLFlowLogger):
-    """Lightning's MLflow logger, except that it never ends the run: Lightning would mark it FINISHED when
-    `fit` returns, before the test, so a crash during the test would leave a FINISHED run without test
-    metrics. `tracked_run` gives the run its final status instead; here only the checkpoints are logged."""
-
-    def finalize(self, status: str = "success") -> None:
-        if self._initialized and self._checkpoint_callback:
-            self._scan_and_log_checkpoints(self._checkpoint_callback)
-
-
 @dataclass(frozen=True)
 class Resume:
     run_id: str
@@ -67,11 +59,7 @@ def find_resumable(client: MlflowClient, experiment_name: str, config_id: str) -
     experiment = client.get_experiment_by_name(experiment_name)
     if experiment is None:
         return None
-    runs = client.search_runs(
-        [experiment.experiment_id],
-        filter_string=f"tags.`{CONFIG_HASH_TAG}` = '{config_id}' and attributes.status != 'FINISHED'",
-        order_by=["attributes.start_time DESC"],
-    )
+    runs = find_runs(client, experiment.experiment_id, {CONFIG_HASH_TAG: config_id}, status="!FINISHED")
     for run in (r for r in runs if r.info.status in ("KILLED", "FAILED")):
         checkpoint = readable_checkpoint(Path(run.data.tags.get(CHECKPOINT_DIR_TAG, "")))
         if checkpoint is not None:
@@ -113,7 +101,7 @@ def run_tags(output_dir: str, config_id: str, recipe_id: str, checkpoint_dir: st
     commit = _git("rev-parse", "HEAD")
     status = _git("status", "--porcelain", "--untracked-files=no")
     tags = {
-        "command": shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "command": command_line(),
         "mlflow.source.name": sys.argv[0],
         "host": platform.node(),
         "hydra.output_dir": output_dir,
@@ -127,19 +115,24 @@ def run_tags(output_dir: str, config_id: str, recipe_id: str, checkpoint_dir: st
     return tags
 
 
-def flat_params(cfg: DictConfig) -> dict[str, object]:
-    container = OmegaConf.to_container(cfg, resolve=True)
-    container.pop("hydra", None)
+def flat_params(cfg: DictConfig, skip: tuple[str, ...] = ()) -> dict[str, object]:
+    """The resolved config as dotted keys, without Hydra's node and the top-level keys in `skip`. A value that
+    cannot be resolved outside a Hydra run (${hydra:...} in a verb's config) is kept as it is written."""
+    kept = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra" and k not in skip])
     flat: dict[str, object] = {}
 
     def walk(node, prefix: str) -> None:
         if isinstance(node, dict):
             for key, value in node.items():
                 walk(value, f"{prefix}{key}.")
-        else:
-            flat[prefix[:-1]] = node
+            return
+        key = prefix[:-1]
+        try:
+            flat[key] = OmegaConf.to_container(OmegaConf.create({"v": OmegaConf.select(cfg, key)}), resolve=True)["v"]
+        except (OmegaConfBaseException, ValueError):  # HydraConfig is set only in a Hydra run
+            flat[key] = node
 
-    walk(container, "")
+    walk(OmegaConf.to_container(kept, resolve=False), "")
     return flat
 
 
@@ -159,36 +152,39 @@ def sigterm_as_interrupt() -> Iterator[None]:
 
 
 @contextmanager
-def tracked_run(logger: MLFlowLogger, cfg: DictConfig, tags: dict[str, str], resumed: bool) -> Iterator[str]:
-    """Start (or reopen) the run, yield its id, and give it a final status however the block ends."""
-    client, run_id = logger.experiment, logger.run_id
-    if resumed:
-        client.update_run(run_id, status=RunStatus.to_string(RunStatus.RUNNING))
-    else:
-        logger.log_hyperparams(flat_params(cfg))
-    for key, value in {**tags, **process_tags()}.items():  # process tags: who owns the run while it is RUNNING
-        client.set_tag(run_id, key, value)
-    hydra_dir = Path(tags["hydra.output_dir"]) / ".hydra"
-    if hydra_dir.is_dir():  # config.yaml, overrides.yaml, hydra.yaml
-        client.log_artifacts(run_id, str(hydra_dir), "hydra")
-
+def lifecycle(client: MlflowClient, run_id: str) -> Iterator[None]:
+    """The run is RUNNING while the block runs, owned by this process (imgrec.tracking.store: process tags, a
+    heartbeat; SIGTERM ends it like Ctrl-C); then FINISHED, FAILED (the error kept as tag `error`) or KILLED
+    (Ctrl-C, SIGTERM, SystemExit: Lightning turns Ctrl-C into sys.exit(1)). Never left RUNNING."""
+    client.update_run(run_id, status="RUNNING")
+    client.log_batch(run_id, tags=[RunTag(k, v) for k, v in process_tags().items()])
     status = "FAILED"
     try:
-        with sigterm_as_interrupt(), heartbeat(client, run_id):  # SIGTERM ends the run like Ctrl-C: KILLED
-            yield run_id
+        with sigterm_as_interrupt(), heartbeat(client, run_id):
+            yield
         status = "FINISHED"
     except (KeyboardInterrupt, SystemExit):
-        status = "KILLED"  # Lightning turns Ctrl-C into sys.exit(1)
+        status = "KILLED"
         raise
     except BaseException as err:
-        client.set_tag(run_id, "error", f"{type(err).__name__}: {err}"[:5000])
+        client.set_tag(run_id, ERROR_TAG, f"{type(err).__name__}: {err}"[:5000])
         raise
     finally:
         client.set_terminated(run_id, status)
         log.info("MLflow run %s ended %s", run_id, status)
 
 
-def log_artifact(logger, path: Path, artifact_path: str | None = None) -> None:
-    """Log a file to the run, if the run is tracked by MLflow."""
-    if isinstance(logger, MLFlowLogger):
-        logger.experiment.log_artifact(logger.run_id, str(path), artifact_path)
+@contextmanager
+def tracked_run(logger, cfg: DictConfig, tags: dict[str, str], resumed: bool) -> Iterator[str]:
+    """A training run (`logger`: its imgrec.tracking.logger.RunLogger): its params (unless resumed), tags and Hydra
+    files, then its lifecycle; yields its id."""
+    client, run_id = logger.experiment, logger.run_id  # the run exists from here on
+    # Its owner first: a process killed from here on leaves a run that open_store() can tell is orphaned.
+    client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in {**process_tags(), **tags}.items()])
+    if not resumed:
+        logger.log_hyperparams(flat_params(cfg))
+    hydra_dir = Path(tags["hydra.output_dir"]) / ".hydra"
+    if hydra_dir.is_dir():  # config.yaml, overrides.yaml, hydra.yaml
+        client.log_artifacts(run_id, str(hydra_dir), "hydra")
+    with lifecycle(client, run_id):
+        yield run_id

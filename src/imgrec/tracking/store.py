@@ -21,6 +21,7 @@ from filelock import FileLock
 from mlflow import MlflowClient
 
 from imgrec.repeating import repeating
+from imgrec.tracking.query import find_runs
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +98,7 @@ def reap_orphans(client: MlflowClient) -> list[str]:
     if not experiments:
         return []
     reaped, now = [], time.time()
-    for run in client.search_runs(experiments, "attributes.status = 'RUNNING'", max_results=1000):
+    for run in find_runs(client, experiments, status="RUNNING"):
         reason = orphan_reason(run.data.tags, now)
         if reason is None:
             continue

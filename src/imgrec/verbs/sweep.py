@@ -1,5 +1,14 @@
-"""One sweep worker: compose the sweep, open the study and its MLflow parent, run trials until the budget
-is spent, write the report (see imgrec.sweep for how workers share a study)."""
+"""`imgrec sweep sweep=NAME [training overrides] [sweep.KEY=VALUE ...]`: an Optuna sweep that answers a
+hyperparameter question (conf/sweep/NAME.yaml: its question, metric, search space, base overrides, sampler,
+pruner and budget).
+
+Each trial is the run `imgrec train` makes with the sweep's base, the command line's and the sampled overrides
+(later wins), a child run of the study's parent run; the pruner stops hopeless trials after each validation
+epoch. The answer (answer.md: the best setting, the runners-up, what mattered, the caveats), trials.csv and
+Optuna's plots go to outputs/sweeps/<study>/ and to the parent run. Run the same command in several processes
+or machines to share one study (sweep.storage); re-running tops a study up to sweep.n_trials. Watch it with
+`make dashboard`. One worker (see imgrec.sweep for how workers share a study).
+"""
 
 import gc
 import hashlib
@@ -9,7 +18,6 @@ import math
 import os
 import re
 import secrets
-import sys
 import time
 import warnings
 from collections.abc import Sequence
@@ -21,10 +29,13 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from optuna.trial import TrialState
 
-from imgrec import config, drivers
-from imgrec.config import CONF_DIR, hydra_message, override_key, save_hydra_files
+from imgrec import config
+from imgrec.config import COMPOSE_ERRORS, hydra_message, override_key
+from imgrec.console import command_line
 from imgrec.errors import ConfigError, ImgrecError, one_line
+from imgrec.jobs import Job, TrainJob, Verb
 from imgrec.progress import log_to_file
+from imgrec.report import Report
 from imgrec.sweep import report as sweep_report
 from imgrec.sweep.constraint import VALUE_ATTR, Constraint
 from imgrec.sweep.pruning import TrialReporter, launch_mode
@@ -35,12 +46,9 @@ from imgrec.tracking import run as tracking
 from imgrec.tracking.driver_run import DriverRun
 from imgrec.tracking.identity import is_infra
 from imgrec.tracking.store import open_store
-from imgrec.train import train
 from imgrec.validation import validate
 
 log = logging.getLogger(__name__)
-
-DRIVER_CONFIG = "sweep_driver"
 PARENT_ATTR, FINGERPRINT_ATTR, CREATED_ATTR = "imgrec.mlflow_parent_run_id", "imgrec.fingerprint", "imgrec.created_at"
 PARENT_WAIT_S = 120  # how long a worker waits for the study's creator to publish the parent run
 SAMPLERS = {"tpe": optuna.samplers.TPESampler, "random": optuna.samplers.RandomSampler}
@@ -50,13 +58,6 @@ PRUNERS = {"median": optuna.pruners.MedianPruner, "percentile": optuna.pruners.P
 
 
 # -- configs ------------------------------------------------------------------------------------------
-
-def compose_spec(overrides: Sequence[str]) -> tuple[str, DictConfig]:
-    """The sweep's own config (`sweep=NAME` picks conf/sweep/NAME.yaml): its option name and `sweep` node."""
-    with drivers.composing():
-        cfg = config.compose_driver(DRIVER_CONFIG, overrides)
-    return cfg.hydra.runtime.choices.sweep, cfg.sweep
-
 
 def result_overrides(overrides: Sequence[str]) -> list[str]:
     """The overrides that change what a trial measures: not infrastructure (imgrec.tracking.identity), which
@@ -76,9 +77,11 @@ def default_study_name(sweep: str, user_overrides: Sequence[str]) -> str:
 class Sweep:
     """One worker of one study: set up (study, parent run), run trials until the budget is spent, report."""
 
-    def __init__(self, argv: Sequence[str]):
-        sweep_overrides, self.user_overrides = drivers.split_overrides(argv, ("sweep",))
-        self.name, self.spec = compose_spec(sweep_overrides)
+    def __init__(self, cfg: DictConfig, train_overrides: Sequence[str]):
+        """`cfg`: conf/verbs/sweep.yaml composed (`sweep=NAME` picks conf/sweep/NAME.yaml); `train_overrides`: the
+        command line's overrides of every trial."""
+        self.user_overrides = list(train_overrides)
+        self.name, self.spec = cfg.hydra.runtime.choices.sweep, cfg.sweep
         for key in ("question", "metric", "direction", "n_trials"):
             if OmegaConf.is_missing(self.spec, key) or self.spec.get(key) is None:
                 raise ConfigError(f"sweep.{key} is not set in conf/sweep/{self.name}.yaml")
@@ -103,14 +106,12 @@ class Sweep:
         sampled = [f"{k}={override_value(v)}" for k, v in values.items()]
         return [*self.base_overrides, *self.user_overrides, *sampled, f"optimized_metric={self.spec.metric}"]
 
-    def compose(self, values: dict, output_dir: Path) -> DictConfig:
-        return config.compose(self.overrides(values), output_dir)
-
     def check(self, values: dict) -> DictConfig:
         """Compose a point of the space before any trial runs, so a typo fails now, in one line."""
-        with drivers.composing(f"sweep {self.name}: its base, the command line or its space does not compose "
-                               "with conf/train.yaml"):
-            cfg = self.compose(values, Path("unused"))
+        try:
+            cfg = config.compose(self.overrides(values), Path("unused"))
+        except ConfigError as err:
+            raise ConfigError(f"sweep {self.name} (its base, the command line or its space): {err}") from None
         validate(cfg)
         if launch_mode(cfg.trainer) == "rerun" or int(os.environ.get("WORLD_SIZE", "1")) > 1:
             raise ConfigError("sweep: this trainer starts its ranks by re-running the command (ddp, torchrun), "
@@ -203,7 +204,7 @@ class Sweep:
             self.parent = DriverRun.find_or_create(
                 client, experiment, f"sweep-{self.study_name}", {"imgrec.study": self.study_name, "imgrec.storage": self.storage_id},
                 extra_tags={"imgrec.role": "sweep", "imgrec.sweep": self.name, "mlflow.note.content": self.spec.question,
-                            "command": " ".join(["sweep.py", *sys.argv[1:]])},
+                            "command": command_line()},
                 params=self.parent_params())
             self.study.set_user_attr(PARENT_ATTR, self.parent.run_id)
 
@@ -250,16 +251,20 @@ class Sweep:
         trial.set_user_attr("imgrec.overrides", [f"{k}={override_value(v)}" for k, v in values.items()])
         trial.set_user_attr("imgrec.output_dir", str(output_dir))
         log.info("trial %d: %s", trial.number, sweep_report.setting(values))
-        state, value, error, reporter = TrialState.FAIL, None, None, None
+        state, value, error, reporter, run_id = TrialState.FAIL, None, None, None, None
         with heartbeat(self.storage, trial), log_to_file(output_dir):
             try:
-                cfg = self.compose(values, output_dir)
-                save_hydra_files(cfg, self.overrides(values), output_dir)
                 if self.spec.folds:  # the mean over k folds, each a run under the trial's cross-validation run
-                    value = self.cross_validate(values, trial, output_dir)
+                    value, run_id = self.cross_validate(values, trial, output_dir)
                 else:
-                    reporter = TrialReporter(trial, self.spec.metric) if launch_mode(cfg.trainer) == "single" else None
-                    value = train(cfg, callbacks=[reporter] if reporter else [], tags=self.child_tags(trial))
+                    job = TrainJob(self.overrides(values), f"trial_{trial.number}", f"trial {trial.number}",
+                                   tags=self.child_tags(trial))
+                    reporter = TrialReporter(trial, self.spec.metric) if launch_mode(job.cfg.trainer) == "single" else None
+                    try:
+                        value = job.train(output_dir, callbacks=[reporter] if reporter else [])
+                    finally:
+                        run = job.started_run(self.parent.client)
+                        run_id = run.info.run_id if run else None
                 if value is None or not math.isfinite(value):
                     error = f"{self.spec.metric} is {value}" + (" (not logged by this model/task)" if value is None else "")
                 else:
@@ -270,7 +275,7 @@ class Sweep:
             except (KeyboardInterrupt, SystemExit):
                 self.requeue(trial)
                 raise
-            except (ConfigError, *drivers.COMPOSE_ERRORS) as err:  # e.g. kernel too big for the image
+            except (ConfigError, *COMPOSE_ERRORS) as err:  # e.g. kernel too big for the image
                 # pruned, not failed: TPE ignores failed trials and would keep proposing this setting
                 state, error = TrialState.PRUNED, hydra_message(err)
                 trial.set_user_attr(INVALID_ATTR, True)
@@ -280,13 +285,16 @@ class Sweep:
             except Exception as err:  # a bug in this trial's combination: record it, go on with the sweep
                 log.exception("trial %d failed", trial.number)
                 error = f"{type(err).__name__}: {one_line(err)}"
-        self.finish_trial(trial, state, value, error, reporter)
+        self.finish_trial(trial, state, value, error, reporter, run_id)
 
-    def cross_validate(self, values: dict, trial: optuna.Trial, output_dir: Path) -> float | None:
-        from imgrec.crossval import CrossValidation
+    def cross_validate(self, values: dict, trial: optuna.Trial, output_dir: Path) -> tuple[float | None, str | None]:
+        """(the mean over the folds, the cross-validation's parent run: the trial's run)."""
+        from imgrec.verbs.cv import CrossValidation
 
         tags = {k: v for k, v in self.child_tags(trial).items() if k != "mlflow.runName"}
-        return CrossValidation(int(self.spec.folds), self.overrides(values), parent_tags=tags, out_dir=output_dir).run()[0]
+        mean, report = CrossValidation(int(self.spec.folds), self.overrides(values), parent_tags=tags,
+                                       out_dir=output_dir).run()
+        return mean, report.run_id
 
     def same_setting(self, trial: optuna.Trial) -> optuna.trial.FrozenTrial | None:
         """An earlier trial that ran these params to the end (complete, pruned or invalid), if the
@@ -308,13 +316,12 @@ class Sweep:
         if self.constraint is not None and earlier.state == TrialState.COMPLETE:
             self.judge(trial, earlier.user_attrs.get(VALUE_ATTR))
         trial.set_user_attr(REPEAT_ATTR, earlier.number)
-        client, original = self.parent.client, earlier.user_attrs.get("imgrec.mlflow_run_id")
-        run = client.create_run(client.get_run(self.parent.run_id).info.experiment_id,
-                                tags={**self.child_tags(trial), REPEAT_ATTR: str(original or earlier.number)})
-        if earlier.value is not None:
-            client.log_metric(run.info.run_id, self.spec.metric, earlier.value)
-        client.set_terminated(run.info.run_id, "FINISHED" if earlier.state == TrialState.COMPLETE else "KILLED")
-        trial.set_user_attr("imgrec.mlflow_run_id", run.info.run_id)
+        original = earlier.user_attrs.get("imgrec.mlflow_run_id")
+        run = DriverRun.create(self.parent.client, self.parent.experiment_id, f"trial_{trial.number}",
+                               {**self.child_tags(trial), REPEAT_ATTR: str(original or earlier.number)})
+        run.log({self.spec.metric: earlier.value} if earlier.value is not None else {})
+        run.client.set_terminated(run.run_id, "FINISHED" if earlier.state == TrialState.COMPLETE else "KILLED")
+        trial.set_user_attr("imgrec.mlflow_run_id", run.run_id)
         self.study.tell(trial, earlier.value if earlier.state == TrialState.COMPLETE else None, state=earlier.state)
         log.info("trial %d: the setting of trial %d again; its result is reused, nothing trained", trial.number, earlier.number)
 
@@ -330,8 +337,7 @@ class Sweep:
                 "optuna.study_name": self.study_name, "optuna.trial_number": str(trial.number),
                 "imgrec.study": self.study_name}
 
-    def finish_trial(self, trial, state: TrialState, value, error: str | None, reporter) -> None:
-        run_id = self.parent.child({"optuna.trial_number": str(trial.number)})
+    def finish_trial(self, trial, state: TrialState, value, error: str | None, reporter, run_id: str | None) -> None:
         trial.set_user_attr("imgrec.mlflow_run_id", run_id)
         trial.set_user_attr("imgrec.error", error)
         trial.set_user_attr("imgrec.epochs", reporter.epochs if reporter else None)
@@ -391,12 +397,13 @@ class Sweep:
             pruner=str(self.spec.pruner.get("type", "median")), base_overrides=self.base_overrides,
             user_overrides=self.user_overrides, notes=notes, constraint=self.constraint)
 
-    def report(self) -> str:
-        answer = sweep_report.write_report(self.study, self.context(), self.dir, self.parent.client, self.parent.run_id)
+    def report(self) -> Report:
+        report = sweep_report.sweep_report(self.study, self.context())
+        report.publish(self.dir, self.parent)
         log.info("sweep report: %s (MLflow parent run %s)", self.dir / "answer.md", self.parent.run_id)
-        return answer
+        return report
 
-    def report_after_run(self) -> str | None:
+    def report_after_run(self) -> Report | None:
         """The report, or None when it cannot be written: that must not hide why the sweep ended."""
         try:
             return self.report()
@@ -405,38 +412,30 @@ class Sweep:
             return None
 
 
-def run(argv: Sequence[str]) -> optuna.Study:
-    """Run one sweep worker (or only its report) for command-line style overrides; returns the study."""
-    sweep = Sweep(argv)
-    created = sweep.open_study()
-    sweep.open_parent(created)
-    if sweep.spec.report_only:
-        print(sweep.report())
-        return sweep.study
+def sweep(cfg: DictConfig, train_overrides: Sequence[str]) -> tuple[optuna.Study, Report]:
+    """Run one sweep worker (or only its report, sweep.report_only=true); (the study, the report)."""
+    worker = Sweep(cfg, train_overrides)
+    created = worker.open_study()
+    worker.open_parent(created)
+    if worker.spec.report_only:
+        return worker.study, worker.report()
     log.info("study '%s' in %s: %d trials in all; MLflow parent run %s",
-             sweep.study_name, sweep.storage_id, sweep.spec.n_trials, sweep.parent.run_id)
-    with sweep.parent.running():
+             worker.study_name, worker.storage_id, worker.spec.n_trials, worker.parent.run_id)
+    with worker.parent.running():
         try:
-            sweep.optimize()
+            worker.optimize()
         finally:  # however this worker ends, the report shows the study as it stands
-            answer = sweep.report_after_run()
-        if answer is None:
+            report = worker.report_after_run()
+        if report is None:
             raise ImgrecError("the sweep's report could not be written (see above); sweep.report_only=true retries it")
-    print(answer)
-    return sweep.study
+    return worker.study, report
 
 
-USAGE = """usage: python scripts/sweep.py sweep=NAME [train overrides] [sweep.KEY=VALUE ...]
-
-  sweep=NAME        a search space in conf/sweep/ ({sweeps})
-  train overrides   go to every trial and win over the sweep's base (model=resnet20 data=cifar10 ...)
-  sweep.KEY=VALUE   n_trials (the study's total), timeout, storage, study_name, report_only=true, ...
-
-Run the same command in several processes or machines to share one study (sweep.storage)."""
+def run(job: Job) -> Report:
+    return sweep(job.cfg, job.train_overrides)[1]
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    """Console entry point: `python scripts/sweep.py sweep=NAME [overrides]`."""
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    usage = USAGE.format(sweeps=", ".join(sorted(p.stem for p in (CONF_DIR / "sweep").glob("*.yaml"))))
-    drivers.main(run, argv, usage, interrupted="the running trial is queued again; re-run the same command to resume")
+VERB = Verb("sweep", __doc__, run, train_keys=("sweep",),
+            required={"sweep": "a search space of conf/sweep/ ({})".format(", ".join(config.options("sweep")))},
+            choices={"sweep": config.options("sweep")},
+            interrupted="the running trial is queued again; re-run the same command to resume")

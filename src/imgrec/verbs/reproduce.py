@@ -1,0 +1,136 @@
+"""`imgrec reproduce table=NAME [budget=quick|paper|smoke] [table.seeds=N] [table.rows=[a,b]] [training overrides]`:
+a published table, reproduced: our runs beside the paper's numbers.
+
+A table (conf/table/NAME.yaml) lists rows: each the overrides of conf/train.yaml that define it, the published
+value and its source. Every row x seed (seeds 0..N-1) is one training run, tracked in MLflow experiment `tables`
+and tagged with the table, row, budget and config hash; a finished run with the same tags and hash is reused
+instead of trained again, so a table fills up over several invocations, days or machines, and budgets never mix.
+The budget is `quick` unless asked: a documented shorter protocol, minutes per row on a CPU; `paper` is the
+published protocol (hours per row on a CPU). The table (Markdown, CSV, LaTeX) and a PNG of ours beside theirs go
+to outputs/tables/ and to the table's parent run. A table with `cost: true` also measures what each row's
+trained network costs (parameters, MFLOPs, training img/s, batch-1 CPU latency) and plots accuracy against MFLOPs.
+"""
+
+import dataclasses
+import logging
+import time
+from pathlib import Path
+
+from imgrec import config
+from imgrec.errors import DataFileError, DataNotFoundError, one_line
+from imgrec.jobs import Job, TrainJob, Verb, reuse_or_train
+from imgrec.report import Report
+from imgrec.tables.report import UNITS, RowResult, table_report
+from imgrec.tables.spec import BUDGET_TAG, BUDGETS, ROW_TAG, TABLE_TAG, Row, load_table
+from imgrec.tracking.driver_run import DriverRun
+from imgrec.tracking.run import experiment_id
+from imgrec.tracking.store import open_store
+
+log = logging.getLogger(__name__)
+
+
+def measure_cost(client, run_id: str, tracking_uri: str) -> dict[str, float]:
+    """What the row's trained network costs: parameters, MFLOPs per image and batch-1 CPU latency of its
+    checkpoint (imgrec.cost), and the training rate its run logged (imgrec.progress.EpochSummary)."""
+    from imgrec import cost, hub
+
+    net, spec = hub.load_net(f"runs:/{run_id}", tracking_uri)
+    measured = {"params": float(cost.parameters(net)), "mflops": cost.mflops(net, spec.in_shape),
+                "latency_ms": cost.net_latency_ms(net, spec.in_shape)}
+    rate = client.get_run(run_id).data.metrics.get("perf/train_img_per_s")
+    return {**measured, **({"train_img_per_s": rate} if rate is not None else {})}
+
+
+class Reproduction:
+    """One invocation: a job per row x seed (all composed now: a typo fails before any training), each reused
+    or trained under the table's parent run, then the table written and logged."""
+
+    def __init__(self, cfg, train_overrides: list[str]):
+        self.table = load_table(cfg)
+        info = self.table.info
+        self.user_overrides = train_overrides
+        self.jobs = {(row.name, seed): self.job(row, seed) for row in self.table.rows if row.skip is None
+                     for seed in range(info.seeds)}
+        base = config.compose(self.overrides(None, 0), "unused")
+        self.info = dataclasses.replace(info, data=str(base.data.get("name", "")))  # what ours were trained on
+        self.root = Path(base.paths.root)
+        self.tracking_uri = base.logger.tracking_uri
+        self.client = open_store(self.tracking_uri)
+        self.experiment_id = experiment_id(self.client, self.table.experiment, base.logger.get("artifact_location"))
+
+    def overrides(self, row: Row | None, seed: int) -> list[str]:
+        return [*self.table.budget_overrides, *(row.overrides if row else ()), *self.user_overrides,
+                f"seed={seed}", f"logger.experiment_name={self.table.experiment}"]
+
+    def job(self, row: Row, seed: int) -> TrainJob:
+        info = self.table.info
+        tags = {TABLE_TAG: info.name, ROW_TAG: row.name, BUDGET_TAG: info.budget}
+        # Reused by table and budget, not by row: rows that train the same config and read different metrics (clean
+        # and robust accuracy of one model) share its runs.
+        return TrainJob(self.overrides(row, seed), name=f"{row.name}-seed{seed}",
+                        what=f"row {row.name} seed {seed} of table {info.name}", tags=tags,
+                        reuse={TABLE_TAG: info.name, BUDGET_TAG: info.budget})
+
+    def open_parent(self) -> DriverRun:
+        """The table's parent run for this budget: found by its tags, created the first time."""
+        return DriverRun.find_or_create(
+            self.client, self.experiment_id, f"table-{self.info.name}-{self.info.budget}",
+            {"imgrec.role": "table", TABLE_TAG: self.info.name, BUDGET_TAG: self.info.budget},
+            extra_tags={"mlflow.note.content": f"{self.info.title}, budget {self.info.budget}"})
+
+    def run_row(self, row: Row, parent_id: str) -> RowResult:
+        result = RowResult(name=row.name, label=row.label, published=row.published, source=row.source,
+                           tolerance=row.tolerance, note=row.note, year=row.year)
+        if row.skip:
+            result.reason = f"not run: {row.skip}" if not row.skip.startswith("context") else row.skip
+            return result
+        failures = []
+        for seed in range(self.info.seeds):
+            stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
+            folder = (self.root / "outputs" / "tables" / "runs" / f"{self.info.name}_{self.info.budget}"
+                      / f"{row.name}_seed{seed}_{stamp}")
+            try:
+                run = reuse_or_train(self.jobs[(row.name, seed)], self.client, folder, parent_id)
+            except (DataNotFoundError, DataFileError) as err:  # no data, no row: the rest of the table goes on
+                log.warning("row %s: %s", row.name, one_line(err))
+                result.reason, result.detail = "not run: data missing", one_line(err)
+                return result
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except Exception as err:  # a failing row must not cost the other rows
+                log.exception("row %s seed %d failed", row.name, seed)
+                failures.append(f"seed {seed}: {type(err).__name__}: {one_line(err)}"[:500])
+                continue
+            if row.metric not in run.data.metrics:
+                failures.append(f"seed {seed}: run {run.info.run_id[:8]} did not log {row.metric}")
+                continue
+            result.values.append(UNITS[self.info.unit][0](run.data.metrics[row.metric]))
+            result.run_ids.append(run.info.run_id)
+            result.wall_s.append((run.info.end_time - run.info.start_time) / 1000)
+            if "fit/epochs" in run.data.metrics:
+                result.epochs.append(run.data.metrics["fit/epochs"])
+        if failures:
+            result.reason = f"{len(failures)} of {self.info.seeds} seeds failed"
+            result.detail = "; ".join(failures)
+        if self.table.cost and result.run_ids:
+            result.cost = measure_cost(self.client, result.run_ids[0], self.tracking_uri)
+        return result
+
+    def run(self) -> Report:
+        parent = self.open_parent()
+        with parent.running():
+            results = [self.run_row(row, parent.run_id) for row in self.table.rows]
+            report = table_report(self.info, results)
+            report.publish(self.root / "outputs" / "tables", parent)
+            parent.log(tags={"imgrec.seeds": str(self.info.seeds)})
+        return report
+
+
+def run(job: Job) -> Report:
+    return Reproduction(job.cfg, job.train_overrides).run()
+
+
+VERB = Verb("reproduce", __doc__, run, train_keys=("table", "budget"),
+            required={"table": "a published table of conf/table/ ({})".format(", ".join(config.options("table")))},
+            choices={"table": config.options("table"), "budget": BUDGETS},
+            interrupted="finished rows are kept; re-run the same command to train the rest")

@@ -1,8 +1,11 @@
 """`python train.py ...` (`imgrec train`) as a user runs it: exit codes, messages, Hydra multirun and DDP."""
 
+import numpy as np
 import pytest
 from mlflow import MlflowClient
 
+from imgrec.data.catalog import load_dataset
+from imgrec.tracking import predictions
 from tests.conftest import FAST, cli, runs, train_py
 
 pytestmark = pytest.mark.slow
@@ -88,3 +91,8 @@ def test_two_process_ddp_on_cpu_logs_one_run_also_when_training_adversarially(tm
     assert run.data.params["trainer.devices"] == "2" and run.data.params["trainer.strategy"] == "ddp"
     assert {"test/acc", "val/robust_acc", "test/robust_acc"} <= set(run.data.metrics)
     assert run.data.metrics["test/autoattack_acc"] in (0.0, 0.25, 0.5, 0.75, 1.0)  # the mean over both ranks' images
+    # each rank tested every other image: the per-example predictions are gathered back into test-set order
+    kept = predictions.of_run(client(tmp_path), run.info.run_id)
+    test_labels = load_dataset("mnist", idx_root, download=False).test_labels
+    assert np.array_equal(kept.label, test_labels[:len(kept.label)]) and len(kept.label) == len(test_labels)
+    assert kept.accuracy == pytest.approx(run.data.metrics["test/acc"])

@@ -5,6 +5,7 @@ import csv
 import pytest
 from mlflow import MlflowClient
 
+from imgrec.tracking import predictions
 from tests.conftest import cli, model_job_args, runs
 
 
@@ -27,6 +28,9 @@ def test_evaluate_on_its_own_data_finds_it_where_its_run_did_and_reports_as_a_ch
     assert len(rows) == 10 and rows[0]["class"] == {"mnist": "0", "cifar10": "airplane"}[data]
     assert sum(int(r["support"]) for r in rows) == int(tracked.data.params["images"])
     assert (out / "confusion_matrix.png").stat().st_size > 5_000 and "test/acc" in (out / "report.md").read_text()
+    kept = predictions.load(out / predictions.FILE)  # per example, for imgrec compare's McNemar test
+    assert len(kept.label) == int(tracked.data.params["images"])
+    assert kept.accuracy == pytest.approx(tracked.data.metrics["test/acc"])
 
 
 def test_a_dataset_that_does_not_fit_is_refused_in_one_line_or_mapped_by_data_classes(gray_classifier, cifar10_root):

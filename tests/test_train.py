@@ -49,7 +49,8 @@ def test_a_run_records_config_metrics_artifacts_and_identity(make_cfg, mlflow_cl
     assert len(history) == 2  # one point per epoch
     assert {"train/loss", "val/acc_best", "test/f1", "test/precision", "test/recall"} <= set(run.data.metrics)
     artifacts = {a.path for a in mlflow_client.list_artifacts(run.info.run_id)}
-    assert {"confusion_matrix.png", "per_class_metrics.csv"} <= artifacts
+    assert {"confusion_matrix.png", "per_class_metrics.csv", "test_predictions.npz"} <= artifacts
+    assert tags["imgrec.choice.model"] == "cnn" and tags["imgrec.choice.optimizer"] == "adam"  # compare's group_by
     checkpoints = [a for a in artifacts if a.startswith("epoch_")]
     assert checkpoints, f"best checkpoint not logged: {artifacts}"
     assert len(tags["imgrec.config_hash"]) == 16 and len(tags["imgrec.recipe_hash"]) == 16

@@ -20,7 +20,7 @@ from imgrec.errors import ConfigError
 from imgrec.models.spec import NetSpec
 from imgrec.tracking import run as tracking
 from imgrec.tracking.datasets import log_dataset
-from imgrec.tracking.identity import config_hash
+from imgrec.tracking.identity import choice_tags, config_hash
 from imgrec.tracking.store import open_store
 from imgrec.validation import validate
 
@@ -72,7 +72,8 @@ def train(cfg: DictConfig, callbacks: Sequence[L.Callback] = (), tags: dict[str,
     if not trainer.is_global_zero:  # DDP ranks > 0 train and test; rank zero tracks
         return fit_and_test(trainer, task, datamodule, cfg, ckpt_path)
 
-    tags = {**tracking.run_tags(output_dir, config_id, recipe_id, cfg.callbacks.model_checkpoint.dirpath), **(tags or {})}
+    tags = {**tracking.run_tags(output_dir, config_id, recipe_id, cfg.callbacks.model_checkpoint.dirpath),
+            **choice_tags(HydraConfig.get().runtime.choices), **(tags or {})}
     with tracking.tracked_run(logger, cfg, tags, resumed=resume is not None) as run_id:
         log_dataset(logger.experiment, run_id, datamodule)  # the UI's Dataset column
         metric = fit_and_test(trainer, task, datamodule, cfg, ckpt_path)

@@ -105,7 +105,7 @@ class ClassificationTask(Task):
         # update(), not forward(): metrics are logged per epoch (log_stage), so per-batch values would be wasted work
         getattr(self, f"{stage}_loss").update(loss.detach())
         getattr(self, f"{stage}_metrics").update(preds, labels)
-        return loss, preds, labels
+        return loss, logits.detach(), labels
 
     def update_robust(self, stage: str, images: torch.Tensor, labels: torch.Tensor) -> None:
         metric = getattr(self, f"{stage}_robust_acc")
@@ -154,21 +154,42 @@ class ClassificationTask(Task):
         self.log("val/acc_best", self.val_acc_best.compute(), sync_dist=True, prog_bar=True)
         self.log_stage("val")
 
+    def on_test_epoch_start(self) -> None:
+        self.test_outputs: list[torch.Tensor] = []
+
     def test_step(self, batch, batch_idx: int) -> None:
-        _, preds, labels = self.model_step(batch, "test")
+        _, logits, labels = self.model_step(batch, "test")
+        top_prob, preds = logits.softmax(dim=1).max(dim=1)
         self.test_confusion.update(preds, labels)
         self.test_per_class.update(preds, labels)
+        self.test_outputs.append(torch.stack([preds.float(), labels.float(), top_prob]))
 
     def on_test_epoch_end(self) -> None:
         self.log_stage("test")
-        # compute() gathers across DDP ranks, so every rank calls it; rank zero renders the report.
+        # compute() and all_gather() gather across DDP ranks, so every rank calls them; rank zero renders the report.
         self.test_report = {
             "confusion": self.test_confusion.compute().cpu(),
             "per_class": {name: values.cpu() for name, values in self.test_per_class.compute().items()},
             "class_names": self.class_names,
+            "predictions": self.gathered_test_outputs(),
         }
         self.test_confusion.reset()
         self.test_per_class.reset()
+
+    def gathered_test_outputs(self) -> dict[str, torch.Tensor]:
+        """Every test image's predicted class, label and top probability, in test-set order. Under DDP each rank
+        tested every world_size-th image (Lightning's DistributedSampler, unshuffled, padded to equal shares): the
+        gathered shares are interleaved back and the padding dropped."""
+        outputs = torch.cat(self.test_outputs, dim=1) if self.test_outputs else torch.zeros(3, 0)
+        self.test_outputs = []
+        if self.trainer.world_size > 1:
+            outputs = self.all_gather(outputs)  # (world_size, 3, share)
+            outputs = outputs.permute(1, 2, 0).reshape(3, -1)  # image i of rank r was image r + i * world_size
+            dataloader = self.trainer.test_dataloaders
+            total = len(dataloader.dataset) if hasattr(dataloader, "dataset") else outputs.shape[1]
+            outputs = outputs[:, :total]
+        outputs = outputs.cpu()
+        return {"pred": outputs[0].long(), "label": outputs[1].long(), "prob": outputs[2]}
 
     def configure_optimizers(self):
         return optim.configure(self.parameters(), self.optimizer, self.scheduler, optim.run_length(self.trainer))

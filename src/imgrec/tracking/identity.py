@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 CONFIG_HASH_TAG = "imgrec.config_hash"  # a run's config_hash(): finished runs with the same one are reused
 RECIPE_HASH_TAG = "imgrec.recipe_hash"  # the config hash without the seed: runs that differ only by seed share it
+CHOICE_TAG = "imgrec.choice."  # + a config group: the option a run chose (imgrec.choice.model = cnn), for group_by
 
 INFRA_KEYS = (
     "paths", "hydra", "logger", "ckpt_path",
@@ -66,3 +67,15 @@ def config_hash(cfg: DictConfig, with_seed: bool = True) -> str:
         container.pop("seed", None)
     text = json.dumps(container, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def choice_tag(group: str) -> str:
+    """The tag of a config group's choice, the group as an override names it (`optimizer@task.optimizer_d`, with
+    ":" for "@", which MLflow does not take in a tag's name)."""
+    return CHOICE_TAG + group.replace("@", ":")
+
+
+def choice_tags(choices: dict[str, Any]) -> dict[str, str]:
+    """Tags of the config groups' options a run chose (Hydra's runtime choices), not Hydra's own groups."""
+    return {choice_tag(group): str(option) for group, option in choices.items()
+            if option is not None and not group.startswith("hydra")}

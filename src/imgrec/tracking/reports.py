@@ -1,5 +1,6 @@
-"""Test-time reports for classifiers: a confusion matrix PNG and a per-class metrics CSV, for a training run
-(the ClassificationReport callback) and for `imgrec evaluate` alike.
+"""Test-time reports for classifiers: a confusion matrix PNG, a per-class metrics CSV and the per-example
+predictions (imgrec.tracking.predictions), for a training run (the ClassificationReport callback) and for
+`imgrec evaluate` alike.
 
 `report` below is what imgrec.tasks.classification.ClassificationTask leaves in `test_report`: the confusion
 matrix, per-class precision / recall / F1 and the class names.
@@ -10,6 +11,7 @@ from pathlib import Path
 import lightning as L
 
 from imgrec.report import Column, Figure, Table, figure, save_figure, text_column, write_atomically
+from imgrec.tracking import predictions
 
 MAX_ANNOTATED_CLASSES = 20  # beyond this, numbers in the cells are unreadable
 
@@ -40,7 +42,7 @@ def confusion_figure(report: dict) -> Figure:
 
 
 class ClassificationReport(L.Callback):
-    """After testing, writes both files to the run directory and hands them to the logger (the MLflow run)."""
+    """After testing, writes the files to the run directory and hands them to the logger (the MLflow run)."""
 
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         report = getattr(pl_module, "test_report", None)
@@ -50,8 +52,15 @@ class ClassificationReport(L.Callback):
         out_dir.mkdir(parents=True, exist_ok=True)
         table, picture = per_class_table(report), confusion_figure(report)
         files = [write_atomically(out_dir / f"{table.name}.csv", table.csv())]
+        if "predictions" in report:
+            files.append(write_predictions(report, out_dir / predictions.FILE))
         if save_figure(picture, out_dir / picture.name):
             files.append(out_dir / picture.name)
         log_file = getattr(trainer.logger, "log_file", None)  # imgrec.tracking.logger.RunLogger
         for path in files if log_file else ():
             log_file(path)
+
+
+def write_predictions(report: dict, path: Path) -> Path:
+    kept = report["predictions"]
+    return predictions.save(path, kept["pred"].numpy(), kept["label"].numpy(), kept["prob"].numpy())

@@ -19,7 +19,8 @@ from imgrec.errors import ConfigError
 from imgrec.jobs import ModelJob, Verb
 from imgrec.report import Column, Report, Section, Table, text_column
 from imgrec.tasks.classification import per_class_metrics, summary_metrics
-from imgrec.tracking.reports import confusion_figure, per_class_table
+from imgrec.tracking import predictions
+from imgrec.tracking.reports import confusion_figure, per_class_table, write_predictions
 
 
 def fitting_classes(model, data) -> tuple[list[int] | None, tuple[str, ...]]:
@@ -60,15 +61,19 @@ def evaluate(model, images: torch.Tensor, labels: torch.Tensor, class_names: Seq
     num_classes = len(class_names)
     summary, per_class = summary_metrics(num_classes), per_class_metrics(num_classes)
     confusion = torch.zeros(num_classes, num_classes, dtype=torch.long)
+    kept = []
     with torch.inference_mode():
         for start in range(0, len(images), batch_size):
-            preds = model(images[start : start + batch_size]).argmax(dim=1)
+            top_prob, preds = model(images[start : start + batch_size]).softmax(dim=1).max(dim=1)
             target = labels[start : start + batch_size]
             summary.update(preds, target)
             per_class.update(preds, target)
             confusion += torch.bincount(target * num_classes + preds, minlength=num_classes**2).view(num_classes, -1)
+            kept.append((preds, target, top_prob))
     metrics = {f"test/{name}": float(value) for name, value in summary.compute().items()}
-    report = {"confusion": confusion, "per_class": per_class.compute(), "class_names": tuple(class_names)}
+    pred, label, prob = (torch.cat(column) for column in zip(*kept)) if kept else (torch.zeros(0),) * 3
+    report = {"confusion": confusion, "per_class": per_class.compute(), "class_names": tuple(class_names),
+              "predictions": {"pred": pred, "label": label, "prob": prob}}
     return metrics, report
 
 
@@ -95,6 +100,8 @@ def run(job: ModelJob) -> Report:
         names = model.class_names
     metrics, test_report = evaluate(model, images, labels, names, cfg.batch_size)
     job.out_dir = job.out_dir / name
+    job.out_dir.mkdir(parents=True, exist_ok=True)
+    kept = write_predictions(test_report, job.out_dir / predictions.FILE)
     job.child.log(params={"data": name, "images": len(labels), "trained_on": model.spec.data})
     summary = Table("metrics", [text_column("metric", "metric"), Column("value", "value", ".4f")],
                     [{"metric": k, "value": v} for k, v in metrics.items()])
@@ -102,7 +109,7 @@ def run(job: ModelJob) -> Report:
                   [Section(text=f"{len(labels)} test images of {name}; the model was trained on {model.spec.data}.",
                            table=summary),
                    Section("Per class", table=per_class_table(test_report))],
-                  figures=[confusion_figure(test_report)], metrics=metrics)
+                  figures=[confusion_figure(test_report)], metrics=metrics, attachments=[kept])
 
 
 VERB = Verb("evaluate", __doc__, run, check=check, takes_model=True,

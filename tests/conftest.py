@@ -173,6 +173,12 @@ def postgres_url(postgres_server, request):
 CLASSIFIERS = {"gray": "mnist", "rgb": "cifar10"}
 
 
+def classifier_overrides(kind: str, home: Path, data: Path, *more: str) -> list[str]:
+    """How the classifier of `kind` is trained (with `more` overrides): a small CNN, one short epoch."""
+    return [f"paths.root={home}", *FAST, f"data={CLASSIFIERS[kind]}", f"data.root={data}", "model.channels=[8,16]",
+            "model.fc=[32]", *more]
+
+
 def train_classifier(kind: str, tmp_path_factory) -> dict:
     """A small CNN trained for one epoch on tiny files in the real format of CLASSIFIERS[kind], in a project folder
     of its own."""
@@ -186,10 +192,9 @@ def train_classifier(kind: str, tmp_path_factory) -> dict:
     with pytest.MonkeyPatch.context() as patch:
         patch.delenv("MLFLOW_TRACKING_URI", raising=False)
         patch.chdir(home)
-        train(compose([f"paths.root={home}", *FAST, f"data={CLASSIFIERS[kind]}", f"data.root={data}",
-                       "model.channels=[8,16]", "model.fc=[32]"], home / "outputs" / "run0"))
+        train(compose(classifier_overrides(kind, home, data), home / "outputs" / "run0"))
     (run,) = runs(MlflowClient(f"sqlite:///{home}/mlruns/mlflow.db"))
-    return {"run": run, "store": home / "mlruns" / "mlflow.db", "data_root": data, "data": CLASSIFIERS[kind],
+    return {"kind": kind, "run": run, "store": home / "mlruns" / "mlflow.db", "data_root": data, "data": CLASSIFIERS[kind],
             "in_shape": (1, 28, 28) if kind == "gray" else (3, 32, 32), "test_images": 64 if kind == "gray" else 40}
 
 

@@ -3,6 +3,7 @@
 Trials train tiny nets on tiny IDX data; tests of the driver's bookkeeping replace train() by a stub.
 """
 
+import csv
 import math
 import os
 import subprocess
@@ -14,6 +15,7 @@ import optuna
 import pytest
 from mlflow import MlflowClient
 from optuna.trial import TrialState
+from scipy import stats as sp
 
 import imgrec.train
 from imgrec.config import CONF_DIR
@@ -273,6 +275,42 @@ timeout: null
     answer = (tmp_path / "outputs/sweeps/hopeless/answer.md").read_text()
     assert "1 completed, 1 pruned, 0 invalid, 0 failed" in answer
     assert "| optimizer.lr | 1e-09 | 0 | 1 | - | - |" in answer  # always pruned: no metric, and the count says why
+
+
+def test_confirming_the_top_settings_retrains_them_with_seeds_and_tests_the_best_against_the_runner_up(home, tmp_path):
+    searchpath = write_sweep(tmp_path, "two_rates", """
+question: Which learning rate?
+metric: val/acc_best
+direction: maximize
+space:
+  optimizer.lr: {type: categorical, choices: [0.01, 1.0e-5]}
+base: []
+enqueue: [{optimizer.lr: 0.01}, {optimizer.lr: 1.0e-5}]
+sampler: {type: random, seed: 0}
+pruner: {type: none}
+n_trials: 2
+timeout: null
+""")
+    args = [searchpath, "sweep=two_rates", *home, "sweep.confirm_top=2", "sweep.confirm_seeds=2"]
+    study = run_sweep(args)
+    assert states(study) == ["COMPLETE", "COMPLETE"]
+    (folder,) = (tmp_path / "outputs/sweeps").glob("two_rates*")  # named after the command line's overrides too
+    with (folder / "confirmed.csv").open() as f:
+        confirmed = list(csv.DictReader(f))
+    trial_runs = {t.number: t.user_attrs["imgrec.mlflow_run_id"] for t in study.trials}
+    assert sorted(int(r["trial"]) for r in confirmed) == [0, 1]
+    for row in confirmed:  # seed 0 is the trial's own run, reused; seed 1 is trained
+        assert row["seeds"] == "0 1" and row["n"] == "2" and row["run_ids"].split()[0] == trial_runs[int(row["trial"])]
+    _, children = sweep_runs(tmp_path)
+    assert sorted(r.data.tags["imgrec.confirms"] for r in children if "imgrec.confirms" in r.data.tags) == ["0", "1"]
+    best, runner_up = ([float(v) for v in r["values"].split()] for r in confirmed)
+    p = sp.ttest_rel(best, runner_up).pvalue
+    answer = (folder / "answer.md").read_text()
+    assert "## Confirmed over 2 seeds" in answer
+    said = "is better than" if p < 0.05 else "No significant difference between"
+    assert said in answer and (f"p = {p:.3f}" in answer or "p < 0.001" in answer or math.isnan(p))
+    with pytest.raises(ConfigError, match="sweep.confirm_top and sweep.confirm_seeds go together, each at least 2"):
+        make_sweep([searchpath, "sweep=two_rates", *home, "sweep.confirm_top=1", "sweep.confirm_seeds=3"])
 
 
 def test_failing_trials_are_recorded_and_the_sweep_goes_on(home, tmp_path, monkeypatch):

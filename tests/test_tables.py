@@ -1,6 +1,6 @@
-"""Paper tables (imgrec.tables, `imgrec reproduce`) and leaderboards (`imgrec compare`, tracking.query).
+"""Paper tables (imgrec.tables, `imgrec reproduce`): rows, budgets, verdicts against the published values.
 
-Rows train for two batches on tiny IDX data; the seed arithmetic is checked on hand-made MLflow runs.
+Rows train for two batches on tiny IDX data.
 """
 
 import csv
@@ -8,19 +8,21 @@ import math
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 from mlflow import MlflowClient
+from scipy import stats as sp
 
 from imgrec.config import CONF_DIR
 from imgrec.errors import ConfigError
 from imgrec.jobs import open_job
-from imgrec.tables.report import RowResult, TableInfo, verdict
+from imgrec.tables.report import RowResult, TableInfo, table_report, verdict
 from imgrec.tables.spec import BUDGETS
-from imgrec.tracking.identity import CONFIG_HASH_TAG, RECIPE_HASH_TAG
-from imgrec.tracking.query import leaderboard, summarize
+from imgrec.tracking.identity import CONFIG_HASH_TAG
 from imgrec.verbs import reproduce
 from imgrec.verbs.reproduce import Reproduction
 from tests.conftest import cli
+from tests.latex import check_balanced
 
 TABLES = sorted(p.stem for p in (CONF_DIR / "table").glob("*.yaml"))
 TINY = ["trainer.accelerator=cpu", "trainer.log_every_n_steps=1", "~callbacks.progress_bar",
@@ -184,62 +186,43 @@ def test_a_row_without_data_or_with_a_failure_does_not_stop_the_table(home, idx_
     assert parent.info.status == "FINISHED"
 
 
-def make_run(client: MlflowClient, experiment_id: str, recipe: str, seed: int, acc: float, name: str = "cnn-mnist"):
-    run = client.create_run(experiment_id, run_name=name, tags={RECIPE_HASH_TAG: recipe})
-    client.log_param(run.info.run_id, "seed", seed)
-    client.log_param(run.info.run_id, "optimizer.lr", {"a": 0.1, "b": 0.01}.get(recipe, 1.0))
-    client.log_param(run.info.run_id, "paths.root", f"/somewhere/{seed}")  # differs, but is not a recipe column
-    client.log_metric(run.info.run_id, "test/acc", acc)
-    client.set_terminated(run.info.run_id, "FINISHED")
-    return run.info.run_id
-
-
-def test_seeds_are_aggregated_per_recipe_on_hand_made_runs(home):
-    client = client_of(home)
-    experiment = client.create_experiment("handmade")
-    for seed, acc in enumerate([0.80, 0.90, 1.00]):
-        make_run(client, experiment, "a", seed, acc)
-    for seed, acc in enumerate([0.95, 0.97]):
-        make_run(client, experiment, "b", seed, acc)
-    make_run(client, experiment, "c", 0, 0.5)
-
-    board = leaderboard(client.search_runs([experiment]), "test/acc")
-    assert [e.recipe for e in board] == ["b", "a", "c"]
-    b, a, c = board
-    assert b.summary.mean == pytest.approx(0.96) and b.summary.std == pytest.approx(math.sqrt(0.0002)) and b.summary.n == 2
-    assert a.summary.mean == pytest.approx(0.90) and a.summary.std == pytest.approx(0.10) and a.summary.n == 3
-    assert c.summary.std is None and c.summary.format() == "0.5000"
-    assert sorted(a.seeds) == ["0", "1", "2"] and "paths.root" not in a.params
-
-    out, store = home / "board.csv", f"logger.tracking_uri=sqlite:///{home}/mlruns/mlflow.db"
-    report = cli("compare", store, "experiment=handmade", f"output={out}")
-    with out.open() as f:
-        table = list(csv.DictReader(f))
-    assert [r["optimizer.lr"] for r in table] == ["0.01", "0.1", "1.0"]  # the only param that differs
-    assert [r["n"] for r in table] == ["2", "3", "1"] and float(table[1]["test/acc mean"]) == pytest.approx(0.9)
-    assert "| 1 | cnn-mnist | 0.01 | 0.9600 ± 0.0141 | 2 |" in report.markdown()
-    assert "\\toprule" in report.latex()
-    with pytest.raises(SystemExit, match="^error: no MLflow experiment 'nope'"):
-        cli("compare", store, "experiment=nope")
-    with pytest.raises(SystemExit, match="^error: direction must be maximize or minimize, got 'up'"):
-        cli("compare", store, "direction=up")
-
-
-def test_summaries_and_verdicts_in_the_tables_unit():
-    assert summarize([]).n == 0 and summarize([float("nan"), 0.5]).mean == 0.5
-    accuracy = TableInfo("t", "T", "test/acc", "accuracy", "paper", "", 1)
-    error = TableInfo("t", "T", "test/acc", "error_percent", "quick", "", 1)
+def test_verdicts_test_three_or_more_seeds_against_the_published_value():
+    accuracy = TableInfo("t", "T", "test/acc", "accuracy", "paper", "", 3)
+    error = TableInfo("t", "T", "test/acc", "error_percent", "quick", "", 3)
 
     def row(values, published=0.90, tolerance=0.01, note=None):
         return RowResult("r", "R", published, "src", tolerance, note=note, values=values)
 
-    assert verdict(row([0.895, 0.905]), accuracy) == "reproduced (within ±0.01)"
-    assert verdict(row([0.95]), accuracy).startswith("better than published by 0.0500")
-    assert verdict(row([0.80], note="a different net"), accuracy, "[2]") == "not reproduced: see note [2]"
-    # error in %: lower is better; a shorter protocol is named as the likely reason
-    assert verdict(row([7.5], published=8.75, tolerance=0.5), error).startswith("better than published")
-    assert verdict(row([12.0], published=8.75, tolerance=0.5), error) == "not reproduced: shorter protocol (budget=quick)"
+    close = [0.895, 0.905, 0.899]
+    p = sp.ttest_1samp(close, 0.90).pvalue
+    assert verdict(row(close), accuracy) == (f"consistent with the published value (p = {p:.3f}, one-sample t-test "
+                                             "over 3 seeds)")
+    low = [0.80, 0.81, 0.79, 0.80]
+    p = sp.ttest_1samp(low, 0.90).pvalue
+    assert p < 0.001 and verdict(row(low, note="a different net"), accuracy, "[2]") == (
+        "below it by 0.1000, p < 0.001, one-sample t-test over 4 seeds; see note [2]")
+    # error in %: lower is better, so below is no shortfall; above it, a shorter protocol is named as the likely reason
+    assert verdict(row([7.5, 7.4, 7.6], published=8.75), error).startswith("below it by 1.25, p = ")
+    assert verdict(row([12.0, 12.2, 11.9], published=8.75), error).endswith("; shorter protocol (budget=quick)")
+    # fewer than 3 seeds: no test, only the tolerance, said to be untested
+    assert verdict(row([0.895, 0.905]), accuracy) == "within ±0.01 of published (2 seeds, untested)"
+    assert verdict(row([0.95]), accuracy) == "above published by 0.0500 (1 seed, untested)"
     assert verdict(row([], published=8.75), error) == "no result"
+
+
+def test_a_table_shows_the_interval_and_its_latex_is_balanced():
+    info = TableInfo("t", "T", "test/acc", "accuracy", "quick", "5 epochs", 3)
+    rows = [RowResult("a", "Net A & co", 0.90, "src [1]", 0.01, values=[0.895, 0.905, 0.899]),
+            RowResult("b", "Net_B 50%", 0.92, "src", 0.01, values=[0.91])]
+    report = table_report(info, rows)
+    (table,) = report.tables
+    low, high = sp.t.interval(0.95, 2, loc=np.mean(rows[0].values), scale=sp.sem(rows[0].values))
+    data = {r["row"]: r for r in table.rows}
+    assert (data["a"]["ci_low"], data["a"]["ci_high"]) == (pytest.approx(low), pytest.approx(high))
+    assert data["a"]["p_value"] == pytest.approx(sp.ttest_1samp(rows[0].values, 0.90).pvalue)
+    assert data["b"]["p_value"] is None and math.isnan(data["b"]["ci_low"])
+    assert f"[{low:.4f}, {high:.4f}]" in report.markdown()
+    assert check_balanced(report.latex()) == 1 and r"Net A \& co" in report.latex()
 
 
 def test_the_command_line_asks_for_a_table_or_names_the_options_in_one_line(home):

@@ -14,7 +14,7 @@ STUDY = {
     "sweep": "an Optuna sweep that answers a hyperparameter question (sweep=NAME)",
     "reproduce": "a published table: our runs beside the paper's numbers (table=NAME)",
     "cv": "k-fold cross-validation of a training config (folds=K)",
-    "compare": "a leaderboard of finished MLflow runs, seeds aggregated",
+    "compare": "is A better than B: groups of runs with intervals, tests, verdicts",
     "bench": "training speed: images/s of the model families, or the pipeline against a plain loop",
 }
 MODEL = {

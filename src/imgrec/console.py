@@ -69,6 +69,8 @@ def setup() -> None:
     logging.basicConfig(level=logging.WARNING, format=LOG_FORMAT)
     logging.getLogger("imgrec").setLevel(logging.INFO)
     quiet_warnings()
+    # MLflow draws a progress bar for every artifact it downloads (compare reads one file per run): not news
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
 def exit_now(code: int = 0) -> None:

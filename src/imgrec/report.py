@@ -239,7 +239,7 @@ def write_atomically(path: Path, text: str) -> Path:
 LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
                  "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "±": r"$\pm$", "Δ": r"$\Delta$",
                  "↓": r"$\downarrow$", "↑": r"$\uparrow$", "≥": r"$\geq$", "≤": r"$\leq$", "×": r"$\times$",
-                 "→": r"$\rightarrow$", "−": "-"}
+                 "→": r"$\rightarrow$", "−": "-", "<": r"$<$", ">": r"$>$"}  # < and > are other glyphs in text mode
 LATEX_PATTERN = re.compile("|".join(re.escape(k) for k in LATEX_SPECIAL))
 
 

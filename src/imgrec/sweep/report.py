@@ -18,6 +18,7 @@ from statistics import mean
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from imgrec import stats
 from imgrec.report import Column, Figure, Report, Section, Table, text_column
 from imgrec.sweep.constraint import VALUE_ATTR, Constraint
 
@@ -56,6 +57,37 @@ def counted_trials(trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
 
 
 @dataclass
+class Confirmed:
+    """One of the top settings trained with several seeds (sweep.confirm_top, sweep.confirm_seeds)."""
+
+    trial: int
+    params: dict
+    seeds: list[int]
+    values: list[float]  # the sweep's metric, one per seed
+    run_ids: list[str]
+
+    @property
+    def summary(self) -> stats.Summary:
+        return stats.describe(self.values)
+
+
+@dataclass
+class Confirmation:
+    settings: list[Confirmed]  # in the trials' order, best first
+
+    def ranked(self, direction: str) -> list[Confirmed]:
+        return sorted(self.settings, key=lambda c: c.summary.mean, reverse=direction == "maximize")
+
+    def best_against_runner_up(self, direction: str) -> tuple[Confirmed, Confirmed, stats.Comparison] | None:
+        """The paired t-test (the same seeds) of the best setting over the seeds against the runner-up."""
+        ranked = self.ranked(direction)
+        if len(ranked) < 2:
+            return None
+        best, runner_up = ranked[:2]
+        return best, runner_up, stats.paired_t(best.values, runner_up.values)
+
+
+@dataclass
 class Context:
     """What the answer needs to say besides the trials: the question and how it was asked."""
 
@@ -75,6 +107,7 @@ class Context:
     user_overrides: list[str] = field(default_factory=list)  # the command line's, applied to every trial
     notes: list[str] = field(default_factory=list)  # more caveats, e.g. epochs limited to a few batches
     constraint: Constraint | None = None  # a metric each answer must keep (imgrec.sweep.constraint)
+    confirmation: Confirmation | None = None  # the top settings with several seeds each
 
 
 def sweep_report(study: optuna.Study, ctx: Context) -> Report:
@@ -91,6 +124,8 @@ def sweep_report(study: optuna.Study, ctx: Context) -> Report:
     if ctx.constraint is not None:
         answer = constrained_paragraph(ctx, trials, complete) + " " + answer
     sections = [Section("Answer", answer)]
+    if ctx.confirmation is not None:
+        sections.append(confirmation_section(ctx, ctx.confirmation))
     if complete:
         sections += [Section("Evidence", f"Top trials by {ctx.metric} ({ctx.direction}):", top_table(ctx, complete))]
         choices = per_choice_table(ctx, trials, complete)
@@ -221,6 +256,30 @@ def constrained_paragraph(ctx: Context, trials: list[FrozenTrial], complete: lis
         text += (f" The best setting without the constraint, {setting(over.params)}, reaches {ctx.metric} = "
                  f"{over.value:.4f} but {constraint.metric} = {fmt_value(over.user_attrs.get(VALUE_ATTR))}.")
     return text
+
+
+def confirmation_section(ctx: Context, confirmation: Confirmation) -> Section:
+    """The top settings over their seeds, and whether the best is significantly better than the runner-up."""
+    ranked = confirmation.ranked(ctx.direction)
+    rows = [{"trial": c.trial, "setting": setting(c.params), "n": c.summary.n, "mean": c.summary.mean,
+             "std": c.summary.std, "ci_low": c.summary.ci_low, "ci_high": c.summary.ci_high,
+             "seeds": " ".join(map(str, c.seeds)), "values": " ".join(f"{v:.4f}" for v in c.values),
+             "run_ids": " ".join(c.run_ids)} for c in ranked]
+    table = Table("confirmed", [Column("trial", "trial"), text_column("setting", "setting"), Column("seeds", "n"),
+                                Column(f"{ctx.metric} mean", "mean", ".4f"), Column("std", "std", ".4f"),
+                                Column("95% CI", lambda r: f"[{r['ci_low']:.4f}, {r['ci_high']:.4f}]")], rows)
+    pair = confirmation.best_against_runner_up(ctx.direction)
+    if pair is None:
+        text = "Only one setting could be confirmed."
+    else:
+        best, runner_up, comparison = pair
+        said = stats.verdict(f"{setting(best.params)} (trial {best.trial})",
+                             f"{setting(runner_up.params)} (trial {runner_up.trial})", comparison,
+                             ctx.direction == "maximize", digits=4)
+        text = (f"{said[0].upper()}{said[1:]}. Over {comparison.n_a} seeds, the best setting "
+                + ("is confirmed." if comparison.p < stats.ALPHA else
+                   "cannot be told apart from the runner-up: treat them as equals, or add seeds."))
+    return Section(f"Confirmed over {len(ranked[0].seeds)} seeds", text=text, table=table)
 
 
 def answer_paragraph(ctx, complete, importances, why_not) -> str:

@@ -10,8 +10,9 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from imgrec import stats
 from imgrec.report import Column, Figure, Report, Section, Table, figure, text_column
-from imgrec.tracking.query import Summary, summarize
+from imgrec.stats import Summary, describe
 
 # How a run's accuracy (0-1) is written in each unit, and whether higher is better there.
 UNITS: dict[str, tuple[Callable[[float], float], bool]] = {
@@ -40,7 +41,7 @@ class RowResult:
 
     @property
     def ours(self) -> Summary:
-        return summarize(self.values)
+        return describe(self.values)
 
     @property
     def difference(self) -> float | None:
@@ -77,23 +78,46 @@ class TableInfo:
         return 4 if self.unit == "accuracy" else 2
 
 
-def verdict(row: RowResult, info: TableInfo, ref: str = "") -> str:
-    """Reproduced within tolerance, or not and why (when known); `ref` points to the row's footnote."""
+MIN_TESTED_SEEDS = 3  # below this many seeds a row is compared with the published value by `tolerance` only
+
+
+def published_test(row: RowResult) -> stats.OneSample | None:
+    """The one-sample t-test of the row's seeds against the published value, where it has enough of them."""
+    if row.published is None or row.ours.n < MIN_TESTED_SEEDS:
+        return None
+    return stats.one_sample(row.values, row.published)
+
+
+def verdict(row: RowResult, info: TableInfo, ref: str = "", alpha: float = stats.ALPHA) -> str:
+    """What the row's seeds say about the published value: with 3 or more, a one-sample t-test ("consistent with the
+    published value" unless p < alpha, then "below it" or "above it", with p); with fewer, no test: whether the
+    mean lies within the table's tolerance, marked untested. Reasons (a shorter budget, a note) follow a shortfall."""
     if row.ours.n == 0:
         return row.reason or "no result"
     if row.published is None:
         return "no published value"
     if not info.comparable:
         return f"not comparable: published on {info.published_on}, ours on {info.data}"
-    diff = row.difference
-    if abs(diff) <= row.tolerance:
-        text = f"reproduced (within ±{row.tolerance:g})"
-    elif (diff > 0) == info.higher_is_better:
-        text = f"better than published by {abs(diff):.{info.digits}f}"
+    diff, tested = row.difference, published_test(row)
+    if tested is not None:
+        p = f"{stats.p_text(tested.p_value)}, one-sample t-test over {tested.n} seeds"
+        if not tested.p_value < alpha:
+            text = f"consistent with the published value ({p})"
+        else:
+            text = f"{'above' if diff > 0 else 'below'} it by {abs(diff):.{info.digits}f}, {p}"
+        short = tested.p_value < alpha and (diff > 0) != info.higher_is_better
     else:
+        seeds = f"{row.ours.n} seed{'s' if row.ours.n != 1 else ''}, untested"
+        if abs(diff) <= row.tolerance:
+            text = f"within ±{row.tolerance:g} of published ({seeds})"
+        else:
+            text = f"{'above' if diff > 0 else 'below'} published by {abs(diff):.{info.digits}f} ({seeds})"
+        short = abs(diff) > row.tolerance and (diff > 0) != info.higher_is_better
+    if short:
         reasons = [f"shorter protocol (budget={info.budget})"] if info.budget != "paper" else []
         reasons += [f"see note {ref}".strip()] if row.note else []
-        text = "not reproduced" + (": " + "; ".join(reasons) if reasons else "")
+        if reasons:
+            text += "; " + "; ".join(reasons)
     if row.reason:  # some seeds failed or are missing
         text += f" [{row.reason}]"
     return text
@@ -131,16 +155,19 @@ def has_cost(rows: Sequence[RowResult]) -> bool:
 def csv_row(info: TableInfo, number: int, row: RowResult) -> dict:
     """The row's raw values (the CSV's columns), and what the shown columns need (label, summary)."""
     ours, difference = row.ours, row.difference_in(info)
+    tested = published_test(row) if info.comparable else None
     label = f"{row.label} ({row.year}) [{number}]" if row.year else f"{row.label} [{number}]"
     return {"table": info.name, "budget": info.budget, "row": row.name, "label": row.label, "unit": info.unit,
             "published": row.published, "ours_mean": None if ours.n == 0 else ours.mean, "ours_std": ours.std,
-            "difference": difference, "seeds": ours.n,
+            "ci_low": ours.ci_low, "ci_high": ours.ci_high, "difference": difference,
+            "p_value": None if tested is None else tested.p_value, "seeds": ours.n,
             "epochs": sum(row.epochs) / len(row.epochs) if row.epochs else None,
             "wall_s": sum(row.wall_s) / len(row.wall_s) if row.wall_s else None,
             "verdict": verdict(row, info, f"[{number}]"), "source": row.source, "run_ids": " ".join(row.run_ids),
             "detail": row.detail, "year": row.year, **{key: row.cost.get(key) for key, _, _ in COST_COLUMNS},
             "_shown": label, "_ours": ours.format(info.digits), "_epochs": epochs(row.epochs),
-            "_wall": duration(row.wall_s)}
+            "_wall": duration(row.wall_s),
+            "_ci": "-" if math.isnan(ours.ci_low) else f"[{ours.ci_low:.{info.digits}f}, {ours.ci_high:.{info.digits}f}]"}
 
 
 def table_report(info: TableInfo, rows: Sequence[RowResult]) -> Report:
@@ -149,7 +176,8 @@ def table_report(info: TableInfo, rows: Sequence[RowResult]) -> Report:
     digits = info.digits
     costs = COST_COLUMNS if has_cost(rows) else ()
     columns = [text_column("row", "_shown"), Column("published", "published", f".{digits}f"),
-               Column("ours (mean ± std)", "_ours"), *(Column(title, key, show) for key, title, show in costs),
+               Column("ours (mean ± std)", "_ours"), Column("95% CI", "_ci"),
+               *(Column(title, key, show) for key, title, show in costs),
                Column("difference", "difference", f"+.{digits}f"), Column("seeds", "seeds"),
                Column("epochs", "_epochs"),
                Column("wall / run", "_wall"), text_column("verdict", "verdict")]
@@ -157,7 +185,8 @@ def table_report(info: TableInfo, rows: Sequence[RowResult]) -> Report:
     better = "higher" if info.higher_is_better else "lower"
     on = f" (ours on {info.data}, published on {info.published_on})" if not info.comparable else ""
     caption = (f"{UNIT_LABELS[info.unit]} ({better} is better){on}; budget `{info.budget}`: {info.budget_about}; "
-               f"{info.seeds} seed{'s' if info.seeds != 1 else ''} per row.")
+               f"{info.seeds} seed{'s' if info.seeds != 1 else ''} per row; 95% CI: Student t over the seeds; verdicts: a "
+               f"one-sample t-test against the published value where a row has {MIN_TESTED_SEEDS}+ seeds.")
     sources = "Sources:\n" + "\n".join(f"[{n}] {row.source}" + (f". Note: {row.note}" if row.note else "")
                                         for n, row in enumerate(rows, 1))
     details = [f"[{n}] {row.detail}" for n, row in enumerate(rows, 1) if row.detail]
@@ -174,7 +203,7 @@ def table_report(info: TableInfo, rows: Sequence[RowResult]) -> Report:
 
 
 def bars(info: TableInfo, rows: Sequence[RowResult]):
-    """Horizontal bars: ours (mean, ± std as error bars) beside the published value of each row."""
+    """Horizontal bars: ours (mean, its 95% interval as error bars) beside the published value of each row."""
     fig, ax = figure(8, 0.5 * len(rows) + 1.5)
     ys = range(len(rows))
     height = 0.38
@@ -182,8 +211,8 @@ def bars(info: TableInfo, rows: Sequence[RowResult]):
     ours = [r.ours for r in rows]
     ax.barh([y - height / 2 for y in ys], published, height, color="0.75", label="published")
     ax.barh([y + height / 2 for y in ys], [o.mean for o in ours], height,
-            xerr=[math.nan if o.std is None else o.std for o in ours],  # no error bar for a single seed
-            color="tab:blue", capsize=3, label=f"ours ({info.budget})")
+            xerr=[[o.mean - o.ci_low for o in ours], [o.ci_high - o.mean for o in ours]],  # NaN for one seed: none
+            color="tab:blue", capsize=3, label=f"ours ({info.budget}, 95% CI)")
     for y, row, summary in zip(ys, rows, ours):
         if summary.n == 0:
             what = "context" if (row.reason or "").startswith("context") else "not run"

@@ -1,19 +1,13 @@
-"""Finding MLflow runs (`find_runs`: the one place a tag filter is written), and runs as tables: seeds
-aggregated per recipe (paper tables, leaderboards).
-
-A recipe is a run's config without its seed (tag `imgrec.recipe_hash`): runs that share it differ
-only by seed, so their metric is summarised as mean ± sample standard deviation.
+"""Finding MLflow runs (`find_runs`: the one place a tag filter is written), the experiments they are in, and
+the params that make a run's recipe (its config without the seed and the infrastructure keys).
 """
 
-import math
-import statistics
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 
 from mlflow import MlflowClient
 from mlflow.entities import Run
 
-from imgrec.tracking.identity import RECIPE_HASH_TAG, is_infra
+from imgrec.tracking.identity import is_infra
 
 STATUSES = ("RUNNING", "SCHEDULED", "FINISHED", "FAILED", "KILLED")
 
@@ -45,28 +39,6 @@ def find_runs(client: MlflowClient, experiment_ids: str | Sequence[str], tags: M
             return runs[:limit] if limit else runs
 
 
-@dataclass(frozen=True)
-class Summary:
-    mean: float
-    std: float | None  # None for a single value: no spread to report
-    n: int
-
-    def format(self, digits: int = 4) -> str:
-        if self.n == 0:
-            return "-"
-        spread = f" ± {self.std:.{digits}f}" if self.std is not None else ""
-        return f"{self.mean:.{digits}f}{spread}"
-
-
-def summarize(values: Iterable[float]) -> Summary:
-    """Mean and sample standard deviation (n - 1) of the finite values; NaNs are dropped."""
-    finite = [v for v in values if v is not None and math.isfinite(v)]
-    if not finite:
-        return Summary(math.nan, None, 0)
-    std = statistics.stdev(finite) if len(finite) > 1 else None
-    return Summary(statistics.fmean(finite), std, len(finite))
-
-
 def experiment_ids(client: MlflowClient, names: Sequence[str]) -> list[str]:
     """Ids of the named experiments (all active ones when `names` is empty); an unknown name is an error."""
     if not names:
@@ -81,47 +53,6 @@ def experiment_ids(client: MlflowClient, names: Sequence[str]) -> list[str]:
     return ids
 
 
-@dataclass(frozen=True)
-class Entry:
-    """One recipe of a leaderboard: its runs (one per seed) and their summarised metric."""
-
-    recipe: str
-    name: str  # the run name of its first run (model-data)
-    params: dict[str, str]  # the recipe's params (without seed and tracking details)
-    summary: Summary
-    seeds: tuple[str, ...]
-    run_ids: tuple[str, ...]
-
-
 def recipe_params(run: Run) -> dict[str, str]:
     """The run's params that define its recipe: neither infrastructure (imgrec.tracking.identity) nor the seed."""
     return {k: v for k, v in run.data.params.items() if k != "seed" and not is_infra(k)}
-
-
-def leaderboard(runs: Sequence[Run], metric: str, higher_is_better: bool = True) -> list[Entry]:
-    """Runs grouped by recipe (runs without the tag stand alone), best mean first; runs lacking the metric are
-    left out."""
-    groups: dict[str, list[Run]] = {}
-    for run in runs:
-        if metric in run.data.metrics:
-            groups.setdefault(run.data.tags.get(RECIPE_HASH_TAG, run.info.run_id), []).append(run)
-    entries = []
-    for recipe, members in groups.items():
-        members.sort(key=lambda r: r.info.start_time)
-        entries.append(Entry(
-            recipe=recipe,
-            name=members[0].data.tags.get("mlflow.runName", members[0].info.run_name or ""),
-            params=recipe_params(members[0]),
-            summary=summarize(r.data.metrics[metric] for r in members),
-            seeds=tuple(r.data.params.get("seed", "?") for r in members),
-            run_ids=tuple(r.info.run_id for r in members),
-        ))
-    sign = -1.0 if higher_is_better else 1.0
-    return sorted(entries, key=lambda e: (sign * e.summary.mean, e.name))
-
-
-def varying_params(entries: Sequence[Entry], limit: int = 8) -> list[str]:
-    """The params whose values differ between entries (what tells the recipes apart), at most `limit`."""
-    keys = sorted({k for e in entries for k in e.params})
-    varying = [k for k in keys if len({e.params.get(k) for e in entries}) > 1]
-    return varying[:limit]

@@ -17,8 +17,8 @@ from mlflow.entities import Run
 from imgrec.errors import ConfigError
 from imgrec.jobs import Job, TrainJob, Verb, reuse_or_train
 from imgrec.report import Column, Figure, Report, Section, Table, figure, text_column
+from imgrec.stats import describe
 from imgrec.tracking.driver_run import DriverRun
-from imgrec.tracking.query import summarize
 from imgrec.tracking.store import open_store
 
 CV_TAG, FOLD_TAG = "imgrec.cv", "imgrec.fold"
@@ -61,7 +61,7 @@ class CrossValidation:
         """Mean and std over folds of every val/ and test/ metric all folds logged, a per-fold table, a box plot."""
         shared = set.intersection(*(set(r.data.metrics) for r in runs))
         names = sorted(n for n in shared if n.startswith(("val/", "test/")))
-        summaries = {name: summarize(r.data.metrics[name] for r in runs) for name in names}
+        summaries = {name: describe(r.data.metrics[name] for r in runs) for name in names}
         metrics = {f"{name}_{stat}": value for name, s in summaries.items()
                    for stat, value in (("mean", s.mean), ("std", s.std)) if value is not None}
         shown = [n for n in names if n in (self.metric, *SHOWN)] or names[:4]

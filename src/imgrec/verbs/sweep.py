@@ -8,6 +8,10 @@ epoch. The answer (answer.md: the best setting, the runners-up, what mattered, t
 Optuna's plots go to outputs/sweeps/<study>/ and to the parent run. Run the same command in several processes
 or machines to share one study (sweep.storage); re-running tops a study up to sweep.n_trials. Watch it with
 `make dashboard`. One worker (see imgrec.sweep for how workers share a study).
+
+A best trial is one draw of the noise: `sweep.confirm_top=K sweep.confirm_seeds=S` trains the K best settings
+with S seeds each (reusing finished runs) and the answer says whether the best is significantly better than the
+runner-up (paired t-test over the seeds).
 """
 
 import gc
@@ -33,7 +37,7 @@ from imgrec import config
 from imgrec.config import COMPOSE_ERRORS, hydra_message, override_key
 from imgrec.console import command_line
 from imgrec.errors import ConfigError, ImgrecError, one_line
-from imgrec.jobs import Job, TrainJob, Verb
+from imgrec.jobs import Job, TrainJob, Verb, reuse_or_train
 from imgrec.progress import log_to_file
 from imgrec.report import Report
 from imgrec.sweep import report as sweep_report
@@ -99,7 +103,21 @@ class Sweep:
         self.storage_id = describe_storage(self.storage_url)
         self.dir = root / "outputs" / "sweeps" / re.sub(r"[^\w.=,+-]", "_", self.study_name)
         self.check(suggest(optuna.trial.FixedTrial(first_point(self.params)), self.params, self.base_value))
+        self.check_confirmation()
+        self.confirmation: sweep_report.Confirmation | None = None
         HydraConfig.instance().set_config(self.base)
+
+    def check_confirmation(self) -> None:
+        top, seeds = self.spec.get("confirm_top"), self.spec.get("confirm_seeds")
+        if not top and not seeds:
+            return
+        if not top or not seeds or int(top) < 2 or int(seeds) < 2:
+            raise ConfigError(f"sweep.confirm_top and sweep.confirm_seeds go together, each at least 2 (the best and "
+                              f"the runner-up, two seeds each), got {top} and {seeds}")
+        if self.spec.folds:
+            raise ConfigError("sweep.confirm_top: cross-validated trials (sweep.folds) are confirmed by their folds")
+        if self.base.seed is None:
+            raise ConfigError("sweep.confirm_seeds needs seeded runs (seed=0): the seeds are seed, seed+1, ...")
 
     def overrides(self, values: dict) -> list[str]:
         """Base, then command line, then sampled values: later wins. The sweep's metric is what train() returns."""
@@ -374,6 +392,32 @@ class Sweep:
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             optuna.storages.RetryHeartbeatStaleTrialCallback()(self.study, frozen)
 
+    # -- confirming the answer
+
+    def confirm(self) -> sweep_report.Confirmation | None:
+        """sweep.confirm_top=K sweep.confirm_seeds=S: the K best settings trained with seeds seed .. seed+S-1 (a
+        setting's trial is its first seed's run, reused like any finished run of the same config), then the best
+        against the runner-up by the paired t-test over the seeds."""
+        top, n_seeds = self.spec.get("confirm_top"), self.spec.get("confirm_seeds")
+        if not top:
+            return None
+        trials = sweep_report.counted_trials(self.study.get_trials(deepcopy=False))
+        complete = [t for t in trials if t.state == TrialState.COMPLETE and not sweep_report.is_repeat(t)]
+        best = sweep_report.answerable(self.context(), trials, sweep_report.ranked(complete, self.spec.direction))
+        seeds = [int(self.base.seed) + i for i in range(int(n_seeds))]
+        settings = [sweep_report.Confirmed(t.number, t.params, seeds, [], []) for t in best[:int(top)]]
+        for confirmed, trial in zip(settings, best):
+            overrides = [*self.overrides({}), *trial.user_attrs.get("imgrec.overrides", [])]
+            for seed in seeds:
+                job = TrainJob([*overrides, f"seed={seed}"], f"confirm_{trial.number}_seed_{seed}",
+                               f"confirming trial {trial.number}, seed {seed}", reuse={},
+                               tags={"imgrec.study": self.study_name, "imgrec.confirms": str(trial.number)})
+                run = reuse_or_train(job, self.parent.client, self.dir / f"confirm_{trial.number}" / f"seed_{seed}",
+                                     self.parent.run_id)
+                confirmed.values.append(run.data.metrics.get(self.spec.metric, math.nan))
+                confirmed.run_ids.append(run.info.run_id)
+        return sweep_report.Confirmation(settings)
+
     # -- report
 
     def context(self) -> sweep_report.Context:
@@ -395,7 +439,8 @@ class Sweep:
             metric=self.spec.metric, direction=self.spec.direction, n_trials=self.spec.n_trials, dataset=dataset,
             epochs=epochs, seed=cfg.seed, sampler=f"{sampler.get('type', 'tpe')} (seed {sampler.get('seed')})",
             pruner=str(self.spec.pruner.get("type", "median")), base_overrides=self.base_overrides,
-            user_overrides=self.user_overrides, notes=notes, constraint=self.constraint)
+            user_overrides=self.user_overrides, notes=notes, constraint=self.constraint,
+            confirmation=self.confirmation)
 
     def report(self) -> Report:
         report = sweep_report.sweep_report(self.study, self.context())
@@ -424,6 +469,7 @@ def sweep(cfg: DictConfig, train_overrides: Sequence[str]) -> tuple[optuna.Study
     with worker.parent.running():
         try:
             worker.optimize()
+            worker.confirmation = worker.confirm()
         finally:  # however this worker ends, the report shows the study as it stands
             report = worker.report_after_run()
         if report is None:

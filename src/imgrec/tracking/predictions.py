@@ -1,7 +1,7 @@
 """A classification run's per-example test predictions: what two runs' McNemar test and confusion matrices need.
 
 Kept with the run as `test_predictions.npz` (compressed numpy arrays, in test-set order): `pred` (the predicted
-class) and `label` (the true one) as int16, `prob` (the top softmax probability) as float16; about 30 KB for
+class) and `label` (the true one) as int16, `prob` (the top softmax probability) as float16; 25 KB for
 Fashion-MNIST's 10,000 test images.
 """
 

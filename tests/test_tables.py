@@ -257,3 +257,39 @@ def test_a_models_clean_and_robust_rows_share_its_run(home, idx_root):
     pgd = by_method["pgd"].data.metrics
     assert float(rows["pgd_autoattack"]["ours_mean"]) == pytest.approx(100 * pgd["test/autoattack_acc"])
     assert rows["pgd_autoattack"]["published"] == ""  # ours only
+
+
+def test_a_table_trains_its_prerequisites_once_and_draws_its_series(home, idx_root, monkeypatch):
+    """label_efficiency: the autoencoder prerequisite is trained once per seed and its run is what the fine-tuning row
+    builds on; the rows' series are drawn against labels per class; a second invocation trains nothing."""
+    args = ["table=label_efficiency", "budget=smoke", "table.rows=[supervised_10,autoencoder_10,fixmatch_10]",
+            f"paths.root={home}", f"data.root={idx_root}", *TINY]
+    reproduction(args).run()
+    runs = {r.data.tags["imgrec.row"]: r for r in table_runs(home)}
+    assert set(runs) == {"autoencoder", "supervised_10", "autoencoder_10", "fixmatch_10"}
+    assert all(r.info.status == "FINISHED" for r in runs.values())
+    autoencoder = runs["autoencoder"]
+    assert autoencoder.data.params["model._target_"] == "imgrec.models.autoencoder.ConvAutoencoder"
+    assert runs["autoencoder_10"].data.params["model.backbone.checkpoint"] == f"runs:/{autoencoder.info.run_id}"
+    assert runs["fixmatch_10"].data.metrics["data/labeled_images"] == 100
+    rows = read_csv(home / "outputs/tables/label_efficiency_smoke.csv")
+    assert (rows["fixmatch_10"]["series"], rows["fixmatch_10"]["x"]) == ("FixMatch", "10")
+    assert (home / "outputs/tables/label_efficiency_smoke_curve.png").stat().st_size > 0
+    assert autoencoder.info.run_id in (home / "outputs/tables/label_efficiency_smoke.md").read_text()
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finished run should have been reused")
+
+    monkeypatch.setattr("imgrec.train.train", no_training)
+    reproduction(args).run()
+    assert len(table_runs(home)) == 4
+
+
+def test_rows_shown_under_some_budgets_and_unknown_prerequisites(home):
+    table = ["table=label_efficiency", f"paths.root={home}"]
+    paper = {row.name for row in reproduction([*table, "budget=paper"]).table.rows}
+    quick = {row.name for row in reproduction(table).table.rows}
+    assert {"fixmatch_cifar10_25", "fixmatch_cifar10_400"} <= paper - quick and "fixmatch_10" in quick
+    with pytest.raises(ConfigError, match="table.entries.supervised_10: run:nope names no prerequisite of "
+                                          r"conf/table/label_efficiency.yaml \(prerequisites: autoencoder\)"):
+        reproduction([*table, "table.entries.supervised_10.overrides=['model.backbone.checkpoint=run:nope']"])

@@ -19,6 +19,7 @@ STUDY = {
 }
 MODEL = {
     "evaluate": "its test metrics on its own or another dataset's test split",
+    "fewshot": "how well its features recognise unseen classes from a few examples (n-way k-shot)",
     "predict": "classify image files (PNG, JPEG, BMP, NPY) into CSV or JSON",
     "export": "ONNX, torch.export or int8 ONNX, checked against it; or register it in MLflow",
     "serve": "an HTTP endpoint for it (MLflow's model server)",

@@ -16,6 +16,10 @@ LIGHTNING_NOISE = (
     "💡 Tip: For seamless cloud logging",  # an advert, printed whenever the logger is not Lightning's LitLogger
     "GPU available: ", "TPU available: ",  # the device is in the config summary and the run's params
     "LOCAL_RANK: ",  # CUDA_VISIBLE_DEVICES per rank
+    # trainer.test() asks the task for its callbacks again: a new weight average (task.ema) replaces fit's, and the
+    # test loads the checkpoint's averaged weights as they are
+    "The following callbacks returned in `LightningModule.configure_callbacks` will override existing callbacks "
+    "passed to Trainer: WeightAveraging",
 )
 
 
@@ -37,6 +41,8 @@ def quiet_warnings() -> None:
         rank_zero.addFilter(DropMessages(LIGHTNING_NOISE))
     # The model summary cannot size bf16 weights and says so at every run; the summary's counts are right.
     warnings.filterwarnings("ignore", message=r".*is not supported by the model summary.*")
+    # The test's weight average (task.ema, see LIGHTNING_NOISE) has nothing to restore: the weights are the average
+    warnings.filterwarnings("ignore", message=r".*using the WeightAveraging callback, but loading a checkpoint outsi.*")
     # Lightning 2.6 calls an API torch 2.13 deprecates, once per run.
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
     # captum marks the images it differentiates (attacks, attributions) and says so at every call.

@@ -241,6 +241,11 @@ class ModelJob(Job):
         return cls(verb, cfg, [], model=model, client=client, source_run_id=run_id,
                    out_dir=Path(cfg.paths.root) / "outputs" / verb.name / name, data_root=root)
 
+    @property
+    def dataset(self) -> str:
+        """The dataset the verb works on: data=<name> when given, else the model's own."""
+        return str(self.cfg.data.name) if OmegaConf.select(self.cfg, "data.name") else self.model.spec.data
+
     def test_split(self, n: int | None = None):
         """The test images the model was trained for (its dataset, its classes in its order) as float [0, 1]
         (N, C, H, W), and their labels; the first `n` of them when given."""

@@ -34,7 +34,7 @@ class EpochSummary(L.Callback):
         self._start, self._train_seconds, self._images = time.perf_counter(), None, 0
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
-        self._images += len(batch[0])
+        self._images += images_in(batch)
 
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.sanity_checking and self._train_seconds is None:
@@ -60,6 +60,13 @@ class EpochSummary(L.Callback):
         shown = "  ".join(f"{name} {float(metrics[name]):.4f}" for name in SHOWN if name in metrics)
         total = f"/{trainer.max_epochs}" if trainer.max_epochs and trainer.max_epochs > 0 else ""
         log.info("epoch %d%s  %s  (epoch %.1f s, training %.0f img/s)", epoch, total, shown, seconds, rate)
+
+
+def images_in(batch) -> int:
+    """The images of a training batch: (images, labels), or {"labeled": ..., "unlabeled": ...} (semi-supervised)."""
+    if isinstance(batch, dict):
+        return sum(images_in(part) for part in batch.values())
+    return len(batch[0])
 
 
 @contextmanager

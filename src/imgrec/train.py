@@ -148,6 +148,7 @@ def build_task(cfg: DictConfig, datamodule) -> L.LightningModule:
             class_names=list(datamodule.class_names),
             **({} if classifier is None else {"fd_classifier": classifier}),
         )
+    datamodule.unlabeled_ratio = getattr(task, "unlabeled_ratio", 0)  # a semi-supervised task's batches
     # Saved in every checkpoint (with the data's statistics and the run id), so the net is rebuilt from it alone.
     task.net_spec = NetSpec(model=model_spec, in_shape=tuple(datamodule.in_shape), num_classes=datamodule.num_classes,
                             data=datamodule.spec.name, class_names=tuple(str(n) for n in datamodule.class_names),

@@ -55,6 +55,7 @@ FIXED_KEYS = {
     "data.num_workers": Rule(Annotated[StrictInt, Field(ge=0)], "an integer >= 0"),
     "data.val_size": Rule(PositiveInt | Fraction, "a positive number of images, or a fraction between 0 and 1"),
     "data.train_size": Rule(PositiveInt | None, "a positive integer or null"),
+    "data.labels_per_class": Rule(PositiveInt | None, "a positive integer or null"),
     "data.split_seed": Rule(StrictInt, "an integer"),
     "data.folds": Rule(Annotated[StrictInt, Field(ge=2)] | None, "an integer >= 2 or null"),
     "data.fold": Rule(Annotated[StrictInt, Field(ge=0)], "an integer >= 0"),
@@ -89,6 +90,27 @@ def validate(cfg: DictConfig) -> None:
         for key in node:
             if key not in HYDRA_KEYS and key not in accepted:
                 raise ConfigError(f"{path}.{key} is not an argument of {node['_target_']}{_closest(key, accepted)}")
+    _check_labeled_subset(cfg)
+
+
+def _check_labeled_subset(cfg: DictConfig) -> None:
+    """data.labels_per_class against data.train_size and against what the task learns from (Task.learns_from)."""
+    per_class = OmegaConf.select(cfg, "data.labels_per_class")
+    if per_class is not None and OmegaConf.select(cfg, "data.train_size") is not None:
+        raise ConfigError("data.labels_per_class and data.train_size both pick the labeled training images: set one "
+                          "(labels_per_class draws N per class and keeps the rest as unlabeled images)")
+    target = OmegaConf.select(cfg, "task._target_")
+    try:
+        learns_from = getattr(get_object(target), "learns_from", None) if target else None
+    except Exception:  # instantiation will name the problem
+        return
+    task = f"task={OmegaConf.select(cfg, 'hydra.runtime.choices.task', default=None) or target}"
+    if learns_from == "labeled+unlabeled" and per_class is None:
+        raise ConfigError(f"{task} learns from unlabeled images too: set data.labels_per_class=N (N labeled images "
+                          "per class; the rest of the training split are its unlabeled images)")
+    if learns_from == "images" and per_class is not None:
+        raise ConfigError(f"data.labels_per_class: {task} trains on every training image without labels; a labeled "
+                          "subset would only take images away (leave it null)")
 
 
 _MISSING = object()

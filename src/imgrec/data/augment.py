@@ -11,14 +11,19 @@ import torch
 import torch.nn.functional as F
 
 
-def rotate(images: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
-    """Rotate each (square) image by its angle in radians about its centre (clockwise as displayed): bilinear
-    sampling through one batched affine grid, zeros where the rotated image leaves the frame."""
-    cos, sin, zero = angles.cos(), angles.sin(), torch.zeros_like(angles)
-    # affine_grid maps output to input coordinates, (x, y) in [-1, 1]: the inverse rotation
-    theta = torch.stack([torch.stack([cos, sin, zero], 1), torch.stack([-sin, cos, zero], 1)], 1)
+def warp(images: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+    """Each image through its own affine map: `theta` (N, 2, 3) takes an output pixel's (x, y) in [-1, 1] to where
+    it is read from (F.affine_grid's convention); bilinear, zeros outside the frame. One batched grid sample."""
     grid = F.affine_grid(theta.to(images.dtype), list(images.shape), align_corners=False)
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def rotate(images: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
+    """Rotate each (square) image by its angle in radians about its centre (clockwise as displayed), zeros where
+    the rotated image leaves the frame."""
+    cos, sin, zero = angles.cos(), angles.sin(), torch.zeros_like(angles)
+    # affine_grid maps output to input coordinates: the inverse rotation
+    return warp(images, torch.stack([torch.stack([cos, sin, zero], 1), torch.stack([-sin, cos, zero], 1)], 1))
 
 
 def random_rotation(images: torch.Tensor, degrees: float) -> torch.Tensor:

@@ -2,13 +2,22 @@
 
 The whole dataset stays one uint8 tensor (on the GPU when training there); a batch is gathered
 with one indexing op, then normalized and augmented as a whole on the training device.
+
+With `labels_per_class` the training images are a labeled subset; an epoch stays as many batches as the whole
+training split would give (the labeled images again and again, each pass in a new order), so that runs with any
+number of labels train for the same number of steps. A task that learns from the unlabeled rest too says how many
+unlabeled images it wants per labeled one (`unlabeled_ratio`, set by imgrec.train): each training batch is then
+{"labeled": (images, labels), "unlabeled": (images, labels)}, the unlabeled images normalized but not augmented
+(the task makes its own views of them) and their labels there for diagnostics only.
 """
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities import CombinedLoader
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from imgrec.data import catalog
@@ -41,20 +50,24 @@ class EpochShuffle(Sampler[int]):
 
     A run resumed at epoch k then gets the order the uninterrupted run had, whatever else drew random
     numbers meanwhile. Lightning calls set_epoch before each training epoch (as for DistributedSampler).
+    `length` > size: the epoch passes over the images several times, each pass in a new order; `stream`
+    tells apart samplers of one run (labeled and unlabeled images).
     """
 
-    def __init__(self, size: int, seed: int):
+    def __init__(self, size: int, seed: int, length: int | None = None, stream: int = 0):
         self.size, self.seed, self.epoch = size, seed, 0
+        self.length, self.stream = size if length is None else length, stream
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return self.size
+        return self.length
 
     def __iter__(self):
-        order = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        return iter(torch.randperm(self.size, generator=order).tolist())
+        order = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch + self.stream * 7_919)
+        passes = [torch.randperm(self.size, generator=order) for _ in range(math.ceil(self.length / self.size))]
+        return iter(torch.cat(passes)[: self.length].tolist())
 
 
 def _already_batched(batch):
@@ -88,6 +101,7 @@ class ImageDataModule(L.LightningDataModule):
         synthetic: SyntheticSamples | dict[str, Any] | None = None,
         folds: int | None = None,
         fold: int = 0,
+        labels_per_class: int | None = None,
     ):
         """The types and ranges of these arguments are checked by imgrec.validation with the rest of the config.
 
@@ -95,6 +109,8 @@ class ImageDataModule(L.LightningDataModule):
         `folds`, `fold`: validate on fold `fold` of `folds` stratified folds instead (k-fold cross-validation).
         `synthetic`: GAN augmentation, built by imgrec.train.build_datamodule from `data.synthetic`
         (a generator's URI); the config's own {generator: null, ...} means none.
+        `labels_per_class`: keep this many labeled training images per class (drawn by split_seed); the rest are
+        unlabeled images, for a task that learns from them (see the module's docstring).
         """
         super().__init__()
         self.spec = catalog.get_spec(name)
@@ -112,11 +128,13 @@ class ImageDataModule(L.LightningDataModule):
         self.root, self.download = root, download
         self.batch_size, self.eval_batch_size, self.num_workers = batch_size, eval_batch_size, num_workers
         self.val_size, self.split_seed, self.folds, self.fold = val_size, split_seed, folds, fold
+        self.labels_per_class = labels_per_class
+        self.unlabeled_ratio = 0  # unlabeled images per labeled one in a training batch: the task's (imgrec.train)
         try:
             self.augment = Augment(**(augment or {}))
         except TypeError as err:
             raise ConfigError(f"data.augment: {err}") from None
-        self.train_set = self.val_set = self.test_set = None
+        self.train_set = self.val_set = self.test_set = self.unlabeled_set = None
         self._splits: DataSplits | None = None  # set by load(), on the CPU
         self.normalization: Normalization | None = None  # the training split's statistics, set by load()
         self.data_root: str | None = None  # the folder load() read the files from (None: bundled with a library)
@@ -145,7 +163,7 @@ class ImageDataModule(L.LightningDataModule):
         if self._splits is not None:
             return
         self._splits = split_dataset(self.spec.name, self.root, self.download, self.val_size, self.split_seed,
-                                     self.classes, self.train_size, self.folds, self.fold)
+                                     self.classes, self.train_size, self.folds, self.fold, self.labels_per_class)
         self.normalization = self._splits.normalization
         found = catalog.root_of(self.spec.name, catalog.locate(self.spec.name, self.root, download=False))
         self.data_root = None if found is None else str(found)
@@ -159,6 +177,12 @@ class ImageDataModule(L.LightningDataModule):
         self.train_set, self.val_set, self.test_set = (
             InMemoryImages(images.to(device), labels.to(device))
             for images, labels in (self._splits.train, self._splits.val, self._splits.test))
+        if self._splits.unlabeled is not None and self.unlabeled_ratio:
+            self.unlabeled_set = InMemoryImages(*(part.to(device) for part in self._splits.unlabeled))
+
+    @property
+    def unlabeled_images(self) -> int:
+        return 0 if self._splits is None or self._splits.unlabeled is None else len(self._splits.unlabeled[1])
 
     def _data_device(self) -> torch.device:
         """The accelerator's memory when batches can be gathered there (no worker processes)."""
@@ -167,22 +191,33 @@ class ImageDataModule(L.LightningDataModule):
             return trainer.strategy.root_device
         return torch.device("cpu")
 
-    def _loader(self, dataset: InMemoryImages, batch_size: int, shuffle: bool) -> DataLoader:
+    def _loader(self, dataset: InMemoryImages, batch_size: int, shuffle: bool, batches: int | None = None,
+                stream: int = 0) -> DataLoader:
+        """`batches`: this many batches per epoch (the images passed over again as needed), else one pass."""
         # The run's seed (seed_everything set it) orders the batches; the loader's own generator only seeds
         # worker processes, so loading data never draws from the global generator (see EpochShuffle).
         seed = torch.initial_seed()
+        length = None if batches is None else batches * batch_size
         return DataLoader(
             dataset,
             batch_size=batch_size,
-            sampler=EpochShuffle(len(dataset), seed) if shuffle else None,
+            sampler=EpochShuffle(len(dataset), seed, length, stream) if shuffle else None,
             num_workers=self.num_workers,
             collate_fn=_already_batched,
             persistent_workers=self.num_workers > 0,
             generator=torch.Generator().manual_seed(seed),
         )
 
-    def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, self.batch_size, shuffle=True)
+    def train_dataloader(self) -> DataLoader | CombinedLoader:
+        if self.labels_per_class is None:
+            return self._loader(self.train_set, self.batch_size, shuffle=True)
+        batches = math.ceil((len(self.train_set) + self.unlabeled_images) / self.batch_size)  # as with every label
+        labeled = self._loader(self.train_set, self.batch_size, shuffle=True, batches=batches)
+        if self.unlabeled_set is None:
+            return labeled
+        unlabeled = self._loader(self.unlabeled_set, self.batch_size * self.unlabeled_ratio, shuffle=True,
+                                 batches=batches, stream=1)
+        return CombinedLoader({"labeled": labeled, "unlabeled": unlabeled}, mode="min_size")
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.val_set, self.eval_batch_size, shuffle=False)
@@ -195,6 +230,10 @@ class ImageDataModule(L.LightningDataModule):
         return self.normalization(images)
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        if isinstance(batch, dict):  # labeled and unlabeled images: the task augments the unlabeled ones itself
+            images, labels = batch["unlabeled"]
+            return {"labeled": self.on_after_batch_transfer(batch["labeled"], dataloader_idx),
+                    "unlabeled": (self.normalize(images), labels)}
         images, labels = batch
         images = self.normalize(images)
         if self.trainer is not None and self.trainer.training:

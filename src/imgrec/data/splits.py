@@ -1,5 +1,8 @@
 """A dataset's train / validation / test splits as uint8 tensors in CPU memory, and the training split's
 pixel statistics. Plain torch (no Lightning): the datamodule and the plain-PyTorch benchmark loop share it.
+
+With `labels_per_class`, the training split is a labeled subset (N images per class, drawn by split_seed) and
+the rest of the training images are its unlabeled pool (semi-supervised learning, imgrec.tasks.semi_supervised).
 """
 
 from dataclasses import dataclass
@@ -15,10 +18,14 @@ Split = tuple[torch.Tensor, torch.Tensor]  # uint8 images (N, C, H, W), int64 la
 
 @dataclass(frozen=True)
 class DataSplits:
-    train: Split
+    train: Split  # the labeled training images
     val: Split
     test: Split
-    normalization: Normalization  # the training split's per-channel statistics
+    normalization: Normalization  # the training split's per-channel statistics (labeled and unlabeled images)
+    # With labels_per_class: the training images left without their labels. Their true labels are kept for
+    # diagnostics only (how right a pseudo-label is); no task trains on them.
+    unlabeled: Split | None = None
+    labeled_positions: torch.Tensor | None = None  # with labels_per_class: the labeled images' indices in the files
 
 
 def channel_stats(images: torch.Tensor, chunk: int = 8192) -> tuple[torch.Tensor, torch.Tensor]:
@@ -45,19 +52,37 @@ def select_classes(images: torch.Tensor, labels: torch.Tensor, classes: list[int
     return images[keep], relabel[labels[keep]]
 
 
+def labeled_subset(labels: torch.Tensor, per_class: int, split_seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(positions of `per_class` images of each class, the other positions), both sorted: the labeled images are
+    drawn by split_seed alone, so every run seed and every method sees the same ones."""
+    counts = torch.bincount(labels)
+    smallest = int(counts[counts > 0].min())
+    if per_class > smallest:
+        raise ConfigError(f"data.labels_per_class={per_class} exceeds the smallest class's {smallest} training images")
+    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(split_seed))
+    labeled = torch.zeros(len(labels), dtype=torch.bool)
+    for c in labels.unique():  # the first per_class images of each class in the random order
+        labeled[order[labels[order] == c][:per_class]] = True
+    return labeled.nonzero().flatten(), (~labeled).nonzero().flatten()
+
+
 def split_dataset(name: str, root: str | None, download: bool, val_size: int | float, split_seed: int,
                   classes: list[int] | None = None, train_size: int | None = None, folds: int | None = None,
-                  fold: int = 0) -> DataSplits:
+                  fold: int = 0, labels_per_class: int | None = None) -> DataSplits:
     """Read the dataset and hold `val_size` training images (a count, or a fraction) out for validation; with
     `folds`, hold out fold `fold` of `folds` stratified folds instead (k-fold cross-validation, scripts/cv.py).
 
     The split depends on split_seed only, so every run (any seed) validates on the same images, and
-    `train_size` keeps the same labelled subset. A split that does not fit the data is a ConfigError.
+    `train_size` keeps the same labelled subset. `labels_per_class` keeps that many labeled training images of
+    each class and makes the rest the unlabeled pool (the validation set stays labeled, and apart). A split
+    that does not fit the data is a ConfigError.
     """
     files = catalog.load_dataset(name, root, download)
     num_classes = catalog.get_spec(name).num_classes
-    images, labels = select_classes(torch.from_numpy(files.train_images), torch.from_numpy(files.train_labels),
-                                    classes, num_classes)
+    all_labels = torch.from_numpy(files.train_labels)
+    # positions: each kept image's index in the files (what a run logs of its labeled images)
+    positions, labels = select_classes(torch.arange(len(all_labels)), all_labels, classes, num_classes)
+    images = torch.from_numpy(files.train_images)[positions]
     if folds is not None:
         train_idx, val_idx = stratified_fold(labels, folds, fold, split_seed)
     else:
@@ -71,9 +96,15 @@ def split_dataset(name: str, root: str | None, download: bool, val_size: int | f
         if train_size > len(train_idx):
             raise ConfigError(f"data.train_size={train_size} exceeds the {len(train_idx)} training images")
         train_idx = train_idx[:train_size]
+    # Statistics of every training image: unlabeled ones need no label to count
+    normalization = Normalization(*channel_stats(images[train_idx]))
     test = select_classes(torch.from_numpy(files.test_images), torch.from_numpy(files.test_labels), classes, num_classes)
-    return DataSplits(train=(images[train_idx], labels[train_idx]), val=(images[val_idx], labels[val_idx]), test=test,
-                      normalization=Normalization(*channel_stats(images[train_idx])))
+    val = (images[val_idx], labels[val_idx])
+    if labels_per_class is None:
+        return DataSplits(train=(images[train_idx], labels[train_idx]), val=val, test=test, normalization=normalization)
+    labeled, unlabeled = (train_idx[part] for part in labeled_subset(labels[train_idx], labels_per_class, split_seed))
+    return DataSplits(train=(images[labeled], labels[labeled]), val=val, test=test, normalization=normalization,
+                      unlabeled=(images[unlabeled], labels[unlabeled]), labeled_positions=positions[labeled])
 
 
 def stratified_fold(labels: torch.Tensor, folds: int, fold: int, split_seed: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -3,7 +3,8 @@ vs published.
 
 Values are in the table's unit (accuracy, accuracy in %, error in %), as the source prints them. Rows whose
 networks were measured (a table with `cost: true`) get cost columns and a second PNG: accuracy against
-MFLOPs, one point per row, joined in the order of the rows' years.
+MFLOPs, one point per row, joined in the order of the rows' years. Rows that are points of a series (a table with
+a `curve`) get a PNG of their values against x, one line per series.
 """
 
 import math
@@ -38,6 +39,8 @@ class RowResult:
     detail: str | None = None  # the whole story (an error message), listed under the table
     year: int | None = None
     cost: dict[str, float] = field(default_factory=dict)  # imgrec.verbs.reproduce.measure_cost
+    series: str | None = None  # the curve the row is a point of, at x
+    x: float | None = None
 
     @property
     def ours(self) -> Summary:
@@ -64,6 +67,8 @@ class TableInfo:
     seeds: int
     published_on: str | None = None  # the dataset of the published values, when the table says
     data: str = ""  # the dataset ours were trained and tested on
+    curve_x: str | None = None  # what the rows' x means (the curve's axis), for tables whose rows form series
+    log_x: bool = False
 
     @property
     def comparable(self) -> bool:
@@ -165,14 +170,16 @@ def csv_row(info: TableInfo, number: int, row: RowResult) -> dict:
             "wall_s": sum(row.wall_s) / len(row.wall_s) if row.wall_s else None,
             "verdict": verdict(row, info, f"[{number}]"), "source": row.source, "run_ids": " ".join(row.run_ids),
             "detail": row.detail, "year": row.year, **{key: row.cost.get(key) for key, _, _ in COST_COLUMNS},
+            **({"series": row.series, "x": row.x} if row.series is not None else {}),
             "_shown": label, "_ours": ours.format(info.digits), "_epochs": epochs(row.epochs),
             "_wall": duration(row.wall_s),
             "_ci": "-" if math.isnan(ours.ci_low) else f"[{ours.ci_low:.{info.digits}f}, {ours.ci_high:.{info.digits}f}]"}
 
 
-def table_report(info: TableInfo, rows: Sequence[RowResult]) -> Report:
-    """The table (outputs/tables/<table>_<budget>.md, .tex, .csv), ours beside published (.png) and, for measured
-    rows, accuracy against MFLOPs (_cost.png)."""
+def table_report(info: TableInfo, rows: Sequence[RowResult], prerequisites: Sequence[str] = ()) -> Report:
+    """The table (outputs/tables/<table>_<budget>.md, .tex, .csv), ours beside published (.png), for measured
+    rows accuracy against MFLOPs (_cost.png), for rows in series their curves (_curve.png). `prerequisites`: a line
+    on each run the rows built on."""
     digits = info.digits
     costs = COST_COLUMNS if has_cost(rows) else ()
     columns = [text_column("row", "_shown"), Column("published", "published", f".{digits}f"),
@@ -191,12 +198,15 @@ def table_report(info: TableInfo, rows: Sequence[RowResult]) -> Report:
                                         for n, row in enumerate(rows, 1))
     details = [f"[{n}] {row.detail}" for n, row in enumerate(rows, 1) if row.detail]
     after = [*([COST_NOTE] if costs else []), sources,
+             *(["Prerequisites (runs the rows build on):\n" + "\n".join(prerequisites)] if prerequisites else []),
              *(["Why rows have no or fewer results:\n" + "\n".join(details)] if details else [])]
     stem = f"{info.name}_{info.budget}"
     table = Table(stem, columns, data, caption=f"{info.title}: {caption}")
     figures = [Figure(f"{stem}.png", lambda: bars(info, rows))]
     if costs:
         figures.append(Figure(f"{stem}_cost.png", lambda: cost_plot(info, rows)))
+    if info.curve_x and any(row.series is not None and row.x is not None for row in rows):
+        figures.append(Figure(f"{stem}_curve.png", lambda: curve_plot(info, rows)))
     metrics = {f"ours/{row.name}": row.ours.mean for row in rows if row.ours.n}
     return Report(info.title, [Section(text=caption, table=table, after=after)], figures=figures, metrics=metrics,
                   name=stem)
@@ -247,6 +257,33 @@ def cost_plot(info: TableInfo, rows: Sequence[RowResult]):
     ax.set_xlabel("MFLOPs per image (log scale)")
     ax.set_ylabel(UNIT_LABELS[info.unit] + (f" on {info.data}" if info.data else ""))
     ax.set_title(f"{info.title}\nbudget: {info.budget}", fontsize=10)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(loc="best", fontsize=8)
+    return fig
+
+
+def curve_plot(info: TableInfo, rows: Sequence[RowResult]):
+    """Each series' values against x (ours: a line with 95% intervals; published values only: dashed), e.g.
+    accuracy against labels per class, one line per method."""
+    fig, ax = figure(7.5, 5)
+    series = dict.fromkeys(r.series for r in rows if r.series is not None and r.x is not None)
+    for name in series:
+        points = sorted((r for r in rows if r.series == name and r.x is not None), key=lambda r: r.x)
+        ours = [(r.x, r.ours) for r in points if r.ours.n]
+        if ours:
+            xs, summaries = [x for x, _ in ours], [o for _, o in ours]
+            errors = [[0 if math.isnan(o.ci_low) else o.mean - o.ci_low for o in summaries],
+                      [0 if math.isnan(o.ci_high) else o.ci_high - o.mean for o in summaries]]
+            ax.errorbar(xs, [o.mean for o in summaries], yerr=errors, marker="o", capsize=3, label=name)
+        published = [(r.x, r.published) for r in points if r.published is not None and not r.ours.n]
+        if published:
+            ax.plot(*zip(*published), linestyle="--", marker="s", alpha=0.7,
+                    label=f"{name} (published{', ' + info.published_on if info.published_on else ''})")
+    if info.log_x:
+        ax.set_xscale("log")
+    ax.set_xlabel(info.curve_x + (" (log scale)" if info.log_x else ""))
+    ax.set_ylabel(UNIT_LABELS[info.unit] + (f" on {info.data}" if info.data else ""))
+    ax.set_title(f"{info.title}\nbudget: {info.budget}; ours: mean and 95% CI over seeds", fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(loc="best", fontsize=8)
     return fig

@@ -3,6 +3,12 @@ conf/train.yaml that define it, the published value and its source.
 
 Overrides are applied in this order, later wins: the budget's (table-wide), the row's, the row's for this
 budget, the command line's, then `seed` and the MLflow experiment (imgrec.verbs.reproduce).
+
+A table may train `prerequisites`: runs that rows build on (an autoencoder whose encoder rows fine-tune), trained
+once per seed with the budget's overrides and their own. A row names one's run as the value `run:NAME` of an
+override (model.backbone.checkpoint=run:autoencoder); the driver puts in the run of the same seed. Rows with a
+`series` and an `x` are also drawn as curves, one line per series (accuracy against labels per class, say); a row
+with `shown_in` is part of the table under those budgets only.
 """
 
 from dataclasses import dataclass
@@ -14,6 +20,7 @@ from imgrec.tables.report import UNITS, TableInfo
 
 BUDGETS = ("paper", "quick", "smoke")
 TABLE_TAG, ROW_TAG, BUDGET_TAG = "imgrec.table", "imgrec.row", "imgrec.budget"
+RUN_OF = "run:"  # an override value run:NAME stands for the run of prerequisite NAME, same seed
 
 
 @dataclass(frozen=True)
@@ -28,6 +35,21 @@ class Row:
     metric: str  # what the row reads from its runs: the table's metric unless the row names its own
     skip: str | None  # why this row is not run under this budget (a context row, too slow for it...)
     year: int | None  # when the row's method was published: the cost plot draws the history in this order
+    series: str | None = None  # the curve the row is a point of (its method), at `x` (its number of labels)
+    x: float | None = None
+
+    @property
+    def needs(self) -> list[str]:
+        """The prerequisites whose runs its overrides name."""
+        return [o.split("=", 1)[1].removeprefix(RUN_OF) for o in self.overrides if "=" in o
+                and o.split("=", 1)[1].startswith(RUN_OF)]
+
+
+@dataclass(frozen=True)
+class Prerequisite:
+    name: str
+    label: str
+    overrides: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -37,6 +59,7 @@ class Table:
     rows: tuple[Row, ...]
     experiment: str
     cost: bool  # measure each row's network (imgrec.verbs.reproduce.measure_cost)
+    prerequisites: dict[str, Prerequisite]
 
 
 def load_table(cfg: DictConfig) -> Table:
@@ -54,17 +77,26 @@ def load_table(cfg: DictConfig) -> Table:
         raise ConfigError(f"budget must be one of {', '.join(known)} for table {name}, got {budget!r}")
     if not isinstance(spec.seeds, int) or spec.seeds < 1:
         raise ConfigError(f"table.seeds must be a positive integer, got {spec.seeds!r}")
-    picked = list(spec.entries) if spec.rows is None else [str(r) for r in spec.rows]
+    listed = [r for r in spec.entries if budget in (spec.entries[r].get("shown_in") or BUDGETS)]
+    picked = listed if spec.rows is None else [str(r) for r in spec.rows]
     unknown = [r for r in picked if r not in spec.entries]
     if unknown:
         raise ConfigError(f"table.rows: no row {', '.join(unknown)} in {where} (rows: {', '.join(spec.entries)})")
     rows = tuple(parse_row(row, spec.entries[row], spec, budget, where) for row in picked)
+    prerequisites = {key: Prerequisite(key, str(entry.get("label", key)), tuple(str(o) for o in entry.overrides))
+                     for key, entry in (spec.get("prerequisites") or {}).items()}
+    for row in rows:
+        missing = [n for n in row.needs if n not in prerequisites]
+        if missing:
+            raise ConfigError(f"table.entries.{row.name}: {RUN_OF}{missing[0]} names no prerequisite of {where} "
+                              f"(prerequisites: {', '.join(prerequisites) or 'none'})")
     metrics = ", ".join(dict.fromkeys(row.metric for row in rows)) or spec.metric  # rows may read other metrics
+    curve = spec.get("curve") or {}
     info = TableInfo(name=name, title=spec.title, metric=metrics, unit=spec.unit, budget=budget,
                      budget_about=spec.budgets[budget].get("about", ""), seeds=spec.seeds,
-                     published_on=spec.get("published_on"))
+                     published_on=spec.get("published_on"), curve_x=curve.get("x"), log_x=bool(curve.get("log_x")))
     return Table(info, tuple(str(o) for o in spec.budgets[budget].get("overrides") or []), rows, spec.experiment,
-                 bool(spec.get("cost", False)))
+                 bool(spec.get("cost", False)), prerequisites)
 
 
 def parse_row(name: str, entry: DictConfig, spec: DictConfig, budget: str, where: str) -> Row:
@@ -83,4 +115,4 @@ def parse_row(name: str, entry: DictConfig, spec: DictConfig, budget: str, where
     return Row(name=name, label=entry.label, published=None if published is None else float(published),
                source=entry.source, tolerance=float(entry.get("tolerance", spec.tolerance)), note=entry.get("note"),
                overrides=tuple(str(o) for o in overrides), skip=skip, metric=str(entry.get("metric", spec.metric)),
-               year=entry.get("year"))
+               year=entry.get("year"), series=entry.get("series"), x=entry.get("x"))

@@ -102,6 +102,8 @@ def image_metrics() -> MetricCollection:
 class AutoencodingTask(Task):
     """Trains `net` to reconstruct its (optionally noise-corrupted) input; one shared step for all stages."""
 
+    learns_from = "images"
+
     def __init__(
         self,
         *args,

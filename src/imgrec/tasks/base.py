@@ -25,6 +25,10 @@ class Task(L.LightningModule):
     """
 
     net_spec: dict[str, Any] | None = None  # set by imgrec.train.build_task: what is known before the data is read
+    # What the task learns from (imgrec.validation checks data.labels_per_class against it): "labeled" images (a
+    # labeled subset leaves the rest unused), "labeled+unlabeled" (it needs that subset: the rest are its unlabeled
+    # images) or "images" (no labels: a labeled subset would only take images away).
+    learns_from = "labeled"
 
     def __init__(
         self,

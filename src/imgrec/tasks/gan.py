@@ -62,6 +62,8 @@ def _check_optimizer(optimizer: Callable[..., torch.optim.Optimizer] | None, key
 class GANTask(Task):
     """Trains `net.generator` against `net.discriminator` with manual optimization (two optimizers)."""
 
+    learns_from = "images"
+
     def __init__(
         self,
         *args,

@@ -2,8 +2,10 @@
 
 The input names the dataset, where its files are (the folder or file they were read from), and a digest:
 the SHA-256 of the files' bytes together with the split settings (validation size or fold, classes, training
-subset), so it changes when the files change, and two runs share a dataset entry only when they trained on
-the same split. Its profile lists the split sizes, the image shape, the class names and the files' own SHA-256.
+subset, labels per class), so it changes when the files change, and two runs share a dataset entry only when they
+trained on the same split. Its profile lists the split sizes, the image shape, the class names and the files' own
+SHA-256. Every run also logs `data/labeled_images`; a run on a labeled subset (data.labels_per_class) logs which
+images were labeled (labeled_images.csv: their index in the dataset's training files, and their label).
 """
 
 import hashlib
@@ -16,7 +18,7 @@ from typing import Any
 from mlflow.data.dataset_source import DatasetSource
 from mlflow.data.dataset_source_registry import resolve_dataset_source
 from mlflow.data.meta_dataset import MetaDataset
-from mlflow.entities import DatasetInput, InputTag
+from mlflow.entities import DatasetInput, InputTag, Metric
 from mlflow.exceptions import MlflowException
 
 from imgrec.data import catalog
@@ -62,10 +64,11 @@ def image_dataset(datamodule) -> ImageDataset:
     splits = datamodule._splits
     split = {"val_size": datamodule.val_size, "split_seed": datamodule.split_seed, "folds": datamodule.folds,
              "fold": datamodule.fold if datamodule.folds else None, "classes": datamodule.classes,
-             "train_size": datamodule.train_size}
+             "train_size": datamodule.train_size, "labels_per_class": datamodule.labels_per_class}
     sha256 = files_sha256(files)
     digest = hashlib.sha256(json.dumps({"files": sha256, **split}, sort_keys=True).encode()).hexdigest()[:16]
     profile = {"train": len(splits.train[1]), "validation": len(splits.val[1]), "test": len(splits.test[1]),
+               **({"unlabeled": len(splits.unlabeled[1])} if splits.unlabeled is not None else {}),
                "image_shape": list(datamodule.in_shape), "classes": list(datamodule.class_names),
                "files_sha256": sha256, **{k: v for k, v in split.items() if v is not None}}
     return ImageDataset(local_source(source), datamodule.spec.name, digest, profile)
@@ -76,6 +79,7 @@ def log_dataset(client, run_id: str, datamodule) -> ImageDataset | None:
     if getattr(datamodule, "_splits", None) is None or not hasattr(datamodule, "spec"):
         return None
     dataset = image_dataset(datamodule)
+    log_labeled_images(client, run_id, datamodule._splits)
     context = InputTag(key="mlflow.data.context", value="training")
     for attempt in range(3):
         try:
@@ -88,3 +92,14 @@ def log_dataset(client, run_id: str, datamodule) -> ImageDataset | None:
                 raise
             time.sleep(0.5 * (attempt + 1))
     return dataset
+
+
+def log_labeled_images(client, run_id: str, splits) -> None:
+    """`data/labeled_images` (the training images with labels), and with a labeled subset `data/unlabeled_images`
+    and labeled_images.csv: which images were labeled (their index in the training files) and their label."""
+    metrics = {"data/labeled_images": len(splits.train[1])}
+    if splits.labeled_positions is not None:
+        metrics["data/unlabeled_images"] = len(splits.unlabeled[1])
+        rows = zip(splits.labeled_positions.tolist(), splits.train[1].tolist())
+        client.log_text(run_id, "index,label\n" + "".join(f"{i},{label}\n" for i, label in rows), "labeled_images.csv")
+    client.log_batch(run_id, metrics=[Metric(key, value, int(time.time() * 1000), 0) for key, value in metrics.items()])

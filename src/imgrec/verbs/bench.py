@@ -37,6 +37,7 @@ from imgrec import config
 from imgrec.config import compose
 from imgrec.errors import ConfigError, ImgrecError
 from imgrec.jobs import Job, Verb
+from imgrec.progress import images_in
 from imgrec.report import Column, Report, Section, Table, text_column
 from imgrec.tracking.store import open_store
 from imgrec.train import train
@@ -75,7 +76,7 @@ class Throughput(L.Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         if batch_idx >= self.warmup:
-            self.images += len(batch[0])
+            self.images += images_in(batch)
             self.seconds = time.perf_counter() - self.start
 
 

@@ -77,12 +77,8 @@ def evaluate(model, images: torch.Tensor, labels: torch.Tensor, class_names: Seq
     return metrics, report
 
 
-def data_name(cfg) -> str:
-    return str(cfg.data.name) if cfg.data.get("name") else ""
-
-
 def another_dataset(job: ModelJob) -> bool:
-    return (data_name(job.cfg) or job.model.spec.data) != job.model.spec.data or job.cfg.data.get("classes") is not None
+    return job.dataset != job.model.spec.data or job.cfg.data.get("classes") is not None
 
 
 def check(job: ModelJob) -> None:
@@ -92,7 +88,7 @@ def check(job: ModelJob) -> None:
 
 def run(job: ModelJob) -> Report:
     cfg, model = job.cfg, job.model
-    name = data_name(cfg) or model.spec.data
+    name = job.dataset
     if another_dataset(job):
         images, labels, names = fitting_test_split(model, cfg.data)
     else:  # its own test split, its classes
@@ -113,4 +109,4 @@ def run(job: ModelJob) -> Report:
 
 
 VERB = Verb("evaluate", __doc__, run, check=check, takes_model=True,
-            run_name=lambda job: f"evaluate-{data_name(job.cfg) or job.model.spec.data}")
+            run_name=lambda job: f"evaluate-{job.dataset}")

@@ -9,6 +9,8 @@ The budget is `quick` unless asked: a documented shorter protocol, minutes per r
 published protocol (hours per row on a CPU). The table (Markdown, CSV, LaTeX) and a PNG of ours beside theirs go
 to outputs/tables/ and to the table's parent run. A table with `cost: true` also measures what each row's
 trained network costs (parameters, MFLOPs, training img/s, batch-1 CPU latency) and plots accuracy against MFLOPs.
+A table's prerequisites (runs its rows build on, such as a pretrained autoencoder) are trained, or reused, once
+per seed before the first row that names them.
 """
 
 import dataclasses
@@ -21,7 +23,7 @@ from imgrec.errors import DataFileError, DataNotFoundError, one_line
 from imgrec.jobs import Job, TrainJob, Verb, reuse_or_train
 from imgrec.report import Report
 from imgrec.tables.report import UNITS, RowResult, table_report
-from imgrec.tables.spec import BUDGET_TAG, BUDGETS, ROW_TAG, TABLE_TAG, Row, load_table
+from imgrec.tables.spec import BUDGET_TAG, BUDGETS, ROW_TAG, RUN_OF, TABLE_TAG, Prerequisite, Row, load_table
 from imgrec.tracking.driver_run import DriverRun
 from imgrec.tracking.run import experiment_id
 from imgrec.tracking.store import open_store
@@ -51,6 +53,9 @@ class Reproduction:
         self.user_overrides = train_overrides
         self.jobs = {(row.name, seed): self.job(row, seed) for row in self.table.rows if row.skip is None
                      for seed in range(info.seeds)}
+        self.prerequisite_jobs = {(p.name, seed): self.job(p, seed) for p in self.table.prerequisites.values()
+                                  for seed in range(info.seeds)}
+        self.prerequisite_runs: dict[tuple[str, int], str] = {}  # (name, seed) -> its run id, once trained or found
         base = config.compose(self.overrides(None, 0), "unused")
         self.info = dataclasses.replace(info, data=str(base.data.get("name", "")))  # what ours were trained on
         self.root = Path(base.paths.root)
@@ -58,18 +63,45 @@ class Reproduction:
         self.client = open_store(self.tracking_uri)
         self.experiment_id = experiment_id(self.client, self.table.experiment, base.logger.get("artifact_location"))
 
-    def overrides(self, row: Row | None, seed: int) -> list[str]:
-        return [*self.table.budget_overrides, *(row.overrides if row else ()), *self.user_overrides,
-                f"seed={seed}", f"logger.experiment_name={self.table.experiment}"]
+    def overrides(self, row: Row | Prerequisite | None, seed: int, runs: dict[str, str] | None = None) -> list[str]:
+        """`runs`: prerequisite -> its run id, put in for the row's run:NAME values (left as they are without)."""
+        own = [self.run_of(o, runs) for o in row.overrides] if row else []
+        return [*self.table.budget_overrides, *own, *self.user_overrides, f"seed={seed}",
+                f"logger.experiment_name={self.table.experiment}"]
 
-    def job(self, row: Row, seed: int) -> TrainJob:
+    @staticmethod
+    def run_of(override: str, runs: dict[str, str] | None) -> str:
+        key, _, value = override.partition("=")
+        if runs is None or not value.startswith(RUN_OF):
+            return override
+        return f"{key}=runs:/{runs[value.removeprefix(RUN_OF)]}"
+
+    def job(self, row: Row | Prerequisite, seed: int, runs: dict[str, str] | None = None) -> TrainJob:
+        """The row's (or prerequisite's) training run for `seed`. Composed without `runs` first, to check it."""
         info = self.table.info
         tags = {TABLE_TAG: info.name, ROW_TAG: row.name, BUDGET_TAG: info.budget}
+        kind = "prerequisite" if isinstance(row, Prerequisite) else "row"
         # Reused by table and budget, not by row: rows that train the same config and read different metrics (clean
         # and robust accuracy of one model) share its runs.
-        return TrainJob(self.overrides(row, seed), name=f"{row.name}-seed{seed}",
-                        what=f"row {row.name} seed {seed} of table {info.name}", tags=tags,
+        return TrainJob(self.overrides(row, seed, runs), name=f"{row.name}-seed{seed}",
+                        what=f"{kind} {row.name} seed {seed} of table {info.name}", tags=tags,
                         reuse={TABLE_TAG: info.name, BUDGET_TAG: info.budget})
+
+    def run_dir(self, name: str, seed: int) -> Path:
+        stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
+        return (self.root / "outputs" / "tables" / "runs" / f"{self.info.name}_{self.info.budget}"
+                / f"{name}_seed{seed}_{stamp}")
+
+    def row_job(self, row: Row, seed: int, parent_id: str) -> TrainJob:
+        """The row's job, its prerequisites' runs (of this seed) trained or found first and put in."""
+        if not row.needs:
+            return self.jobs[(row.name, seed)]
+        for name in row.needs:
+            if (name, seed) not in self.prerequisite_runs:
+                run = reuse_or_train(self.prerequisite_jobs[(name, seed)], self.client, self.run_dir(name, seed),
+                                     parent_id)
+                self.prerequisite_runs[(name, seed)] = run.info.run_id
+        return self.job(row, seed, {name: self.prerequisite_runs[(name, seed)] for name in row.needs})
 
     def open_parent(self) -> DriverRun:
         """The table's parent run for this budget: found by its tags, created the first time."""
@@ -80,17 +112,15 @@ class Reproduction:
 
     def run_row(self, row: Row, parent_id: str) -> RowResult:
         result = RowResult(name=row.name, label=row.label, published=row.published, source=row.source,
-                           tolerance=row.tolerance, note=row.note, year=row.year)
+                           tolerance=row.tolerance, note=row.note, year=row.year, series=row.series, x=row.x)
         if row.skip:
             result.reason = f"not run: {row.skip}" if not row.skip.startswith("context") else row.skip
             return result
         failures = []
         for seed in range(self.info.seeds):
-            stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
-            folder = (self.root / "outputs" / "tables" / "runs" / f"{self.info.name}_{self.info.budget}"
-                      / f"{row.name}_seed{seed}_{stamp}")
             try:
-                run = reuse_or_train(self.jobs[(row.name, seed)], self.client, folder, parent_id)
+                run = reuse_or_train(self.row_job(row, seed, parent_id), self.client, self.run_dir(row.name, seed),
+                                     parent_id)
             except (DataNotFoundError, DataFileError) as err:  # no data, no row: the rest of the table goes on
                 log.warning("row %s: %s", row.name, one_line(err))
                 result.reason, result.detail = "not run: data missing", one_line(err)
@@ -116,11 +146,19 @@ class Reproduction:
             result.cost = measure_cost(self.client, result.run_ids[0], self.tracking_uri)
         return result
 
+    def prerequisite_lines(self) -> list[str]:
+        lines = []
+        for p in self.table.prerequisites.values():
+            runs = [run for (name, _), run in sorted(self.prerequisite_runs.items()) if name == p.name]
+            if runs:
+                lines.append(f"{p.name}: {p.label} (`{' '.join(p.overrides)}`); runs {', '.join(runs)}")
+        return lines
+
     def run(self) -> Report:
         parent = self.open_parent()
         with parent.running():
             results = [self.run_row(row, parent.run_id) for row in self.table.rows]
-            report = table_report(self.info, results)
+            report = table_report(self.info, results, self.prerequisite_lines())
             report.publish(self.root / "outputs" / "tables", parent)
             parent.log(tags={"imgrec.seeds": str(self.info.seeds)})
         return report

@@ -68,7 +68,7 @@ def main(overrides: list[str]) -> None:
     for _ in range(epochs):
         for images, labels in batches(train_images, train_labels, data.batch_size, torch.randperm(len(train_labels))):
             with autocast():
-                loss = F.cross_entropy(net(augment(normalize(images))), labels)
+                loss = F.cross_entropy(net(augment(normalize(images), normalize)), labels)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

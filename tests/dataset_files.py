@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from imgrec.data.catalog import CIFAR10_CLASSES, CIFAR100_FINE_CLASSES, Splits
+from imgrec.data.formats import idx_bytes
 
 IDX_STEMS = {
     "train_images": "train-images-idx3-ubyte",
@@ -66,12 +67,6 @@ def make_split(
 
 
 # --------------------------------------------------------------------------- IDX
-
-
-def idx_bytes(array: np.ndarray) -> bytes:
-    """Encode a uint8 array as an IDX file (magic 0x0000 08 ndim, big-endian dims)."""
-    header = bytes([0, 0, 0x08, array.ndim]) + np.asarray(array.shape, dtype=">u4").tobytes()
-    return header + np.ascontiguousarray(array, dtype=np.uint8).tobytes()
 
 
 def write_idx_dataset(

@@ -26,7 +26,8 @@ def test_the_fixed_groups_exist():
 
 
 @pytest.mark.parametrize("data", ["fashion_mnist", "cifar10"])
-@pytest.mark.parametrize("model", [m for m in options("model") if m != "transfer"])  # needs a source: test_rnn_transfer
+# transfer and pruned need a trained model: test_rnn_transfer, test_edge
+@pytest.mark.parametrize("model", [m for m in options("model") if m not in ("transfer", "pruned")])
 def test_every_model_builds_its_task_for_grayscale_and_rgb_data(make_cfg, model, data):
     cfg = make_cfg(f"model={model}", f"data={data}")
     datamodule = instantiate(cfg.data)

@@ -28,7 +28,7 @@ def pinned(name: str) -> tuple[int, int, str | None, bool]:
     return int(gray.replace(",", "")), int(rgb.replace(",", "")), paper, any_size is not None
 
 
-FAMILIES = [m for m in options("model") if m != "transfer"]  # transfer's size is its source's
+FAMILIES = [m for m in options("model") if m not in ("transfer", "pruned")]  # their size is their source's
 CLASSIFIERS = [m for m in FAMILIES if m not in ("autoencoder", "dcgan")]
 
 

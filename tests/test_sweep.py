@@ -108,13 +108,13 @@ def stub_train(results: dict | None = None):
 def test_every_shipped_sweep_composes_at_many_points_of_its_space(name, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     sweep = make_sweep([f"sweep={name}", f"paths.root={tmp_path}"])
-    assert sweep.spec.question.endswith("?") and sweep.spec.direction in ("maximize", "minimize")
+    assert sweep.spec.question.endswith("?") and sweep.direction in ("maximize", "minimize")
     assert sweep.study_name == name and sweep.storage_url == f"sqlite:///{tmp_path}/outputs/sweeps/optuna.db"
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     for _ in range(6):  # conditional keys (when:) must exist whenever they are sampled
         trial = study.ask()
         cfg = sweep.check(suggest(trial, sweep.params, sweep.base_value))
-        assert cfg.optimized_metric == sweep.spec.metric
+        assert cfg.optimized_metric == sweep.metric
         study.tell(trial, 0.0)
 
 

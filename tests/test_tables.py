@@ -293,3 +293,24 @@ def test_rows_shown_under_some_budgets_and_unknown_prerequisites(home):
     with pytest.raises(ConfigError, match="table.entries.supervised_10: run:nope names no prerequisite of "
                                           r"conf/table/label_efficiency.yaml \(prerequisites: autoencoder\)"):
         reproduction([*table, "table.entries.supervised_10.overrides=['model.backbone.checkpoint=run:nope']"])
+
+
+def test_a_row_measured_against_a_prerequisite_reuses_the_standard_rows_run(home, idx_root):
+    """corruptions: the relative mCE row is computed from its run and the standard run of the same seed; the standard
+    prerequisite is the standard row's own run (the same config), not a second one."""
+    from imgrec.robust.corruption_eval import relative_to
+
+    # trained enough that zooming out and impulse noise cost accuracy: the relative mCE is then defined
+    args = ["table=corruptions", "budget=smoke", "table.rows=[cnn_standard_mca,cnn_noise_clean,cnn_noise_rmce]",
+            f"paths.root={home}", f"data.root={idx_root}", "callbacks.corruptions.corruptions=[zoom,impulse_noise]",
+            "callbacks.corruptions.n=64", *TINY, "trainer.limit_train_batches=12"]
+    reproduction(args).run()
+    runs = {r.data.tags["imgrec.row"]: r for r in table_runs(home)}
+    assert set(runs) == {"cnn_standard_mca", "cnn_noise_clean"}  # the rmce row shares the noise row's run
+    rows = read_csv(home / "outputs/tables/corruptions_smoke.csv")
+    expected = relative_to(runs["cnn_noise_clean"].data.metrics, runs["cnn_standard_mca"].data.metrics)
+    assert float(rows["cnn_noise_rmce"]["ours_mean"]) == pytest.approx(100 * expected["test/relative_mce"])
+    assert float(rows["cnn_standard_mca"]["ours_mean"]) == pytest.approx(
+        100 * runs["cnn_standard_mca"].data.metrics["test/corruption_acc"])
+    with pytest.raises(ConfigError, match="versus: <prerequisite>` goes with a metric measured against another run"):
+        reproduction(["table=corruptions", f"paths.root={home}", "table.entries.cnn_noise_rmce.versus=null"])

@@ -147,8 +147,8 @@ def run_verb(verb: Verb, argv: Sequence[str] | None = None) -> Report | None:
 
 
 def show(report: Report) -> None:
-    """The report on the console (long tables cut short: the files have every row), then where it went;
-    what could not be done goes to stderr and makes the exit status 1."""
+    """The report on the console (long tables cut short: the files have every row), then where it went, then what
+    the verb made (a new model's runs:/<id>); what could not be done goes to stderr and makes the exit status 1."""
     from imgrec.report import CONSOLE_ROWS
 
     print(report.markdown(limit=CONSOLE_ROWS))
@@ -156,6 +156,8 @@ def show(report: Report) -> None:
         print(f"error: {failure}", file=sys.stderr)
     if report.where():
         print(report.where())
+    if report.made:
+        print(report.made)
     if report.failures:
         raise SystemExit(1)
 
@@ -246,6 +248,53 @@ class ModelJob(Job):
         """The dataset the verb works on: data=<name> when given, else the model's own."""
         return str(self.cfg.data.name) if OmegaConf.select(self.cfg, "data.name") else self.model.spec.data
 
+    def fitting_classes(self) -> tuple[list[int] | None, tuple[str, ...]]:
+        """(data.classes, the class names) of the dataset the verb works on, checked against the model: another
+        dataset must have its image shape, and its classes in its order or data.classes saying which of them are the
+        model's 0..k-1. ConfigError, in one line, when they do not fit."""
+        from imgrec.data import catalog
+
+        data, model_spec = self.cfg.data, self.model.spec
+        spec = catalog.get_spec(self.dataset)
+        if tuple(spec.in_shape) != tuple(model_spec.in_shape):
+            raise ConfigError(f"data={self.dataset} has {'x'.join(map(str, spec.in_shape))} images; the model takes "
+                              f"{'x'.join(map(str, model_spec.in_shape))} (it was trained on {model_spec.data})")
+        classes = None if data.get("classes") is None else [int(c) for c in data.classes]
+        if classes is not None and (len(set(classes)) != len(classes)
+                                    or not all(0 <= c < len(spec.class_names) for c in classes)):
+            raise ConfigError(f"data.classes must be distinct class indices of {self.dataset} in "
+                              f"0..{len(spec.class_names) - 1}")
+        if classes is None and self.dataset == model_spec.data:
+            return None, self.model.class_names  # its own dataset, its own classes
+        names = spec.class_names if classes is None else tuple(spec.class_names[c] for c in classes)
+        if len(names) != model_spec.num_classes:
+            raise ConfigError(f"data={self.dataset} has {len(names)} classes{' (data.classes)' if classes else ''}; "
+                              f"the model has {model_spec.num_classes}: pass data.classes=[...] with the dataset's "
+                              "indices of the model's classes, in its order")
+        model_names = tuple(model_spec.class_names or ())
+        if classes is None and model_names and names != model_names:
+            raise ConfigError(f"data={self.dataset}'s classes {list(names)[:4]}... are not the model's "
+                              f"{list(model_names)[:4]}...: pass data.classes=[...] to say which of the dataset's "
+                              "classes are the model's 0..k-1")
+        return classes, model_names or names
+
+    def evaluation_split(self, n: int | None = None):
+        """The test images the verb evaluates the model on, as [0, 1] floats (the first `n` when given), their labels
+        in the model's class order, and the class names: the model's own test split, or another dataset's that fits
+        it (data=<name>, data.classes; see fitting_classes)."""
+        import torch
+
+        from imgrec.data import catalog
+        from imgrec.data.splits import select_classes
+
+        classes, names = self.fitting_classes()
+        if classes is None and self.dataset == self.model.spec.data:
+            return (*self.test_split(n), names)
+        files = catalog.load_dataset(self.dataset, self.data_root, bool(self.cfg.data.get("download", True)))
+        images, labels = select_classes(torch.from_numpy(files.test_images), torch.from_numpy(files.test_labels),
+                                        classes, catalog.get_spec(self.dataset).num_classes)
+        return images[:n].float() / 255, labels[:n], names
+
     def test_split(self, n: int | None = None):
         """The test images the model was trained for (its dataset, its classes in its order) as float [0, 1]
         (N, C, H, W), and their labels; the first `n` of them when given."""
@@ -259,13 +308,9 @@ class ModelJob(Job):
 
     def train_images(self, n: int):
         """`n` of the model's training images (a fixed random sample: none of them a test image) in [0, 1]."""
-        import numpy as np
+        from imgrec.data.splits import sample_train_images
 
-        from imgrec.data import catalog
-
-        train = catalog.load_dataset(self.model.spec.data, self.data_root, download=False).train_images
-        pick = np.random.default_rng(0).choice(len(train), size=min(n, len(train)), replace=False)
-        return train[np.sort(pick)].astype(np.float32) / 255
+        return sample_train_images(self.model.spec.data, self.data_root, n)
 
     def execute(self) -> Report | None:
         """The verb's check, then its work inside its child run; its report written to out_dir and logged there."""

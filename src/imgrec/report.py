@@ -136,6 +136,7 @@ class Report:
     failures: Sequence[str] = ()  # what could not be done (the command says so and exits 1 after the rest)
     folder: Path | None = None  # where publish() wrote it
     run_id: str | None = None  # the run publish() logged it to
+    made: str = ""  # what the verb made, for the next command (runs:/<id> of a new model): the console's last line
 
     @property
     def tables(self) -> list[Table]:

@@ -86,9 +86,11 @@ def train(cfg: DictConfig, callbacks: Sequence[L.Callback] = (), tags: dict[str,
     return metric
 
 
-# Trained models a run builds on are named by URI in three config keys: model.backbone.checkpoint (transfer),
-# task.fd_classifier (a GAN's sample-quality classifier) and data.synthetic.generator (GAN augmentation).
-# They are loaded here, through imgrec.hub, and handed over built: networks and datamodules never see a URI.
+# Trained models a run builds on are named by URI in config keys: model.backbone.checkpoint (transfer), model.source
+# (a net to prune), task.fd_classifier (a GAN's sample-quality classifier), task.teacher (distillation) and
+# data.synthetic.generator (GAN augmentation). They are loaded here, through imgrec.hub, and handed over built:
+# networks, tasks and datamodules never see a URI.
+TASK_MODELS = ("fd_classifier", "teacher")  # task.<key>: a model on [0, 1] pixels (hub.load_model)
 
 
 def trainer_config(trainer: DictConfig) -> DictConfig:
@@ -122,10 +124,14 @@ def build_task(cfg: DictConfig, datamodule) -> L.LightningModule:
     with config_errors("model"):
         source = load_source(cfg, "model.backbone.checkpoint")
         parts = {} if source is None else {"backbone": source[0], "source": source[1].to_dict()}
+        trained = load_source(cfg, "model.checkpoint")  # model=pruned: the trained net it prunes
+        parts |= {} if trained is None else {"checkpoint": trained}
         net = models.build(cfg.model, datamodule.in_shape, datamodule.num_classes, **parts)
     if source is not None:  # checkpoints rebuild the net from the source's spec, never from its URI again
         model_spec["source"] = parts["source"]
         del model_spec["backbone"]
+    if hasattr(net, "spec_config"):  # a net made from another (pruned): rebuilt from what it records
+        model_spec = net.spec_config()
     with open_dict(cfg):
         if cfg.memory_format == "auto":
             cfg.memory_format = hardware.auto_memory_format(net)
@@ -138,7 +144,8 @@ def build_task(cfg: DictConfig, datamodule) -> L.LightningModule:
     with config_errors("scheduler"):
         scheduler = instantiate(cfg.scheduler)
     with config_errors("task"):
-        classifier = load_source(cfg, "task.fd_classifier", hub.load_model)
+        models_of_task = {key: load_source(cfg, f"task.{key}", hub.load_model) for key in TASK_MODELS
+                          if OmegaConf.select(cfg, f"task.{key}") is not None}
         task = instantiate(
             cfg.task,
             net=net,
@@ -146,8 +153,9 @@ def build_task(cfg: DictConfig, datamodule) -> L.LightningModule:
             scheduler=scheduler,
             num_classes=datamodule.num_classes,
             class_names=list(datamodule.class_names),
-            **({} if classifier is None else {"fd_classifier": classifier}),
+            **models_of_task,
         )
+        task.check_data(datamodule)
     datamodule.unlabeled_ratio = getattr(task, "unlabeled_ratio", 0)  # a semi-supervised task's batches
     # Saved in every checkpoint (with the data's statistics and the run id), so the net is rebuilt from it alone.
     task.net_spec = NetSpec(model=model_spec, in_shape=tuple(datamodule.in_shape), num_classes=datamodule.num_classes,

@@ -90,11 +90,12 @@ def validate(cfg: DictConfig) -> None:
         for key in node:
             if key not in HYDRA_KEYS and key not in accepted:
                 raise ConfigError(f"{path}.{key} is not an argument of {node['_target_']}{_closest(key, accepted)}")
-    _check_labeled_subset(cfg)
+    _check_task_and_data(cfg)
 
 
-def _check_labeled_subset(cfg: DictConfig) -> None:
-    """data.labels_per_class against data.train_size and against what the task learns from (Task.learns_from)."""
+def _check_task_and_data(cfg: DictConfig) -> None:
+    """data.labels_per_class against data.train_size, and it and data.augment.augmix against what the task learns from
+    (Task.learns_from)."""
     per_class = OmegaConf.select(cfg, "data.labels_per_class")
     if per_class is not None and OmegaConf.select(cfg, "data.train_size") is not None:
         raise ConfigError("data.labels_per_class and data.train_size both pick the labeled training images: set one "
@@ -111,6 +112,13 @@ def _check_labeled_subset(cfg: DictConfig) -> None:
     if learns_from == "images" and per_class is not None:
         raise ConfigError(f"data.labels_per_class: {task} trains on every training image without labels; a labeled "
                           "subset would only take images away (leave it null)")
+    if OmegaConf.select(cfg, "data.augment.augmix", default=False):
+        if learns_from != "labeled":
+            raise ConfigError(f"data.augment.augmix: its consistency loss is a classifier's; {task} does not train on "
+                              "AugMix views")
+        if OmegaConf.select(cfg, "task.adversarial.method") is not None:
+            raise ConfigError("data.augment.augmix and task.adversarial.method: each has its own training loss; "
+                              "choose one")
 
 
 _MISSING = object()

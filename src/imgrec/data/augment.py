@@ -69,18 +69,42 @@ def cutout(images: torch.Tensor, size: int) -> torch.Tensor:
     return images.masked_fill(inside.unsqueeze(1), 0.0)
 
 
+def gaussian_noise(images: torch.Tensor, largest: float, pixel_std: torch.Tensor) -> torch.Tensor:
+    """Gaussian noise on normalized images, of a standard deviation drawn per image from U(0, largest) in [0, 1] pixel
+    units (so the net also sees nearly clean images): the simple baseline for robustness to corruptions."""
+    if largest <= 0:
+        return images
+    sigma = torch.rand(images.shape[0], 1, 1, 1, device=images.device) * largest
+    return images + torch.randn_like(images) * sigma / pixel_std.to(images).view(1, -1, 1, 1)
+
+
 @dataclass(frozen=True)
 class Augment:
-    """The per-dataset training augmentation (conf/data/*.yaml: `augment`)."""
+    """The per-dataset training augmentation (conf/data/*.yaml: `augment`), on normalized images. `noise` and
+    `augmix` need the data's normalization (imgrec.data.pixels.Normalization) to work in pixel units."""
 
     crop_padding: int = 0
     hflip: bool = False
     cutout: int = 0
     rotation: float = 0.0  # degrees, either way
+    noise: float = 0.0  # Gaussian noise of std up to this, in [0, 1] pixel units
+    augmix: bool = False  # AugMix views for the Jensen-Shannon consistency loss (augmix_views)
 
-    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+    def __call__(self, images: torch.Tensor, normalization=None) -> torch.Tensor:
         images = random_rotation(images, self.rotation)
         images = random_crop(images, self.crop_padding)
         if self.hflip:
             images = random_hflip(images)
-        return cutout(images, self.cutout)
+        images = cutout(images, self.cutout)
+        if self.noise:
+            images = gaussian_noise(images, self.noise, normalization.std)
+        return images
+
+    def augmix_views(self, images: torch.Tensor, normalization) -> torch.Tensor:
+        """(3N, C, H, W): the batch as it is (its flips and crops done: AugMix's reference applies them first),
+        then two AugMix views of it (imgrec.data.augmix), for the Jensen-Shannon consistency loss of
+        imgrec.tasks.classification."""
+        from imgrec.data.augmix import augmix
+
+        pixels = normalization.to_pixels(images)
+        return torch.cat([images, normalization(augmix(pixels)), normalization(augmix(pixels))])

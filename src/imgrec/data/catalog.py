@@ -25,7 +25,7 @@ from typing import NamedTuple
 import numpy as np
 import pooch
 
-from imgrec.data.formats import read_cifar_splits, read_idx
+from imgrec.data.formats import read_cifar_splits, read_idx, write_cifar_batch, write_idx
 from imgrec.errors import ConfigError, DataFileError, DataNotFoundError, one_line
 
 __all__ = [
@@ -90,6 +90,12 @@ class IdxLayout:
         """The files `read` reads from what `find` returned."""
         return [_idx_file(source, stem) for stem in self.stems]
 
+    def write(self, directory: Path, part: str, images: np.ndarray, labels: np.ndarray) -> list[Path]:
+        """Split `part` (train | test): uint8 images (N, 1, H, W) and labels as the two .gz files."""
+        stems = (self.train_images, self.train_labels) if part == "train" else (self.test_images, self.test_labels)
+        return [write_idx(directory / f"{stems[0]}.gz", images[:, 0]),
+                write_idx(directory / f"{stems[1]}.gz", labels.astype(np.uint8))]
+
     def read(self, source: Path, spec: DatasetSpec) -> Splits:
         train = _read_idx_pair(source, self.train_images, self.train_labels, spec)
         test = _read_idx_pair(source, self.test_images, self.test_labels, spec)
@@ -120,6 +126,13 @@ class CifarLayout:
     def files(self, source: Path) -> list[Path]:
         """The files `read` reads from what `find` returned."""
         return [source] if source.is_file() else [source / name for name in (*self.train_batches, *self.test_batches)]
+
+    def write(self, directory: Path, part: str, images: np.ndarray, labels: np.ndarray) -> list[Path]:
+        """Split `part` (train | test) as the extracted folder's pickles, its images spread over the part's batches."""
+        names = self.train_batches if part == "train" else self.test_batches
+        chunks = zip(np.array_split(images, len(names)), np.array_split(labels, len(names)))
+        return [write_cifar_batch(directory / self.folder / name, chunk_images, chunk_labels, self.label_key)
+                for name, (chunk_images, chunk_labels) in zip(names, chunks)]
 
     def read(self, source: Path, spec: DatasetSpec) -> Splits:
         splits = read_cifar_splits(
@@ -329,6 +342,15 @@ def root_of(name: str, source: str | Path) -> Path | None:
     if layout is None:
         return None
     return source if layout.find(source) == source else source.parent
+
+
+def write_split(name: str, directory: str | Path, part: str, images: np.ndarray, labels: np.ndarray) -> list[Path]:
+    """Split `part` (train | test) of dataset `name` written as its own files in `directory` (which load_dataset
+    then reads, with the other part's files beside them): uint8 images (N, C, H, W), labels of its classes."""
+    spec = get_spec(name)
+    if spec.layout is None:
+        raise ConfigError(f"{name} comes bundled with scikit-learn: it has no files to write")
+    return spec.layout.write(Path(directory), part, np.asarray(images), np.asarray(labels))
 
 
 def load_dataset(name: str, root: str | Path | None, download: bool) -> Splits:

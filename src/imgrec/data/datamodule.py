@@ -241,5 +241,7 @@ class ImageDataModule(L.LightningDataModule):
                 fake_images, fake_labels = self.synthetic.sample(len(labels), images.device)
                 images = torch.cat([images, self.normalize(fake_images)])
                 labels = torch.cat([labels, fake_labels])
-            images = self.augment(images)
+            images = self.augment(images, self.normalization)
+            if self.augment.augmix:  # the clean images and two AugMix views: the task's consistency loss uses them
+                images = self.augment.augmix_views(images, self.normalization)
         return images, labels

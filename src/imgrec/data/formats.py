@@ -63,6 +63,19 @@ def read_idx(path: Path) -> np.ndarray:
     return np.frombuffer(raw, dtype=np.uint8, offset=header_size).reshape(dims).copy()
 
 
+def idx_bytes(array: np.ndarray) -> bytes:
+    """A uint8 array as an IDX file: magic 0x00 0x00 0x08 ndim, big-endian dimensions, then the bytes."""
+    header = bytes([0, 0, 0x08, array.ndim]) + np.asarray(array.shape, dtype=">u4").tobytes()
+    return header + np.ascontiguousarray(array, dtype=np.uint8).tobytes()
+
+
+def write_idx(path: Path, array: np.ndarray) -> Path:
+    """An IDX file, gzipped (as MNIST and Fashion-MNIST are published)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(gzip.compress(idx_bytes(array), mtime=0))
+    return path
+
+
 def _read_maybe_gzipped(path: Path) -> bytes:
     try:
         with path.open("rb") as handle:
@@ -147,6 +160,16 @@ class RestrictedUnpickler(pickle.Unpickler):
                 f"this is not an official CIFAR file, {_REDOWNLOAD}"
             )
         return _ALLOWED_GLOBALS[(module, name)] or super().find_class(module, name)
+
+
+def write_cifar_batch(path: Path, images: np.ndarray, labels: np.ndarray, label_key: str) -> Path:
+    """A CIFAR "python version" batch: {data: uint8 (N, 3072) planar rows, <label_key>: [ints]}, pickled by Python 3
+    (what read_cifar, and the official loaders, read)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    batch = {b"data": np.ascontiguousarray(images, dtype=np.uint8).reshape(len(images), -1),
+             label_key.encode(): [int(label) for label in labels], b"batch_label": path.name.encode()}
+    path.write_bytes(pickle.dumps(batch, protocol=4))
+    return path
 
 
 def read_cifar(

@@ -60,9 +60,9 @@ def smooth(x: torch.Tensor) -> torch.Tensor:
     return F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), kernel, groups=x.shape[1])
 
 
-def posterize(x: torch.Tensor, strength: torch.Tensor) -> torch.Tensor:
-    """Keep 8 - 4 * strength bits (rounded) of each pixel."""
-    step = (2.0 ** (4 * strength.abs()).round()).view(-1, 1, 1, 1)
+def posterize(x: torch.Tensor, bits: torch.Tensor) -> torch.Tensor:
+    """Keep the top `bits` (per image) of each 8-bit pixel value."""
+    step = (2.0 ** (8 - bits)).view(-1, 1, 1, 1)
     return torch.floor(x * 255 / step) * step / 255
 
 
@@ -89,32 +89,42 @@ def geometric(kind: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 # name -> f(images, signed strength in [-1, 1] per image): FixMatch's RandAugment pool
 OPERATIONS: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
-    "identity": lambda x, s: x,
+    "identity": lambda x, s: x,  # RandAugment's pool has it: a draw that changes nothing
     "autocontrast": lambda x, s: autocontrast(x),
     "equalize": lambda x, s: equalize(x),
     "brightness": lambda x, s: blend(torch.zeros_like(x), x, 1 + 0.9 * s),
     "color": lambda x, s: blend(grayscale(x).expand_as(x), x, 1 + 0.9 * s),
     "contrast": lambda x, s: blend(grayscale(x).mean((1, 2, 3), keepdim=True).expand_as(x), x, 1 + 0.9 * s),
     "sharpness": lambda x, s: blend(smooth(x), x, 1 + 0.9 * s),
-    "posterize": posterize,
+    "posterize": lambda x, s: posterize(x, 8 - (4 * s.abs()).round()),  # down to 4 bits
     "solarize": lambda x, s: torch.where(x >= 1 - s.abs().view(-1, 1, 1, 1), 1 - x, x),
     **{kind: geometric(kind) for kind in ("rotate", "shear_x", "shear_y", "translate_x", "translate_y")},
 }
 
 
+def per_image(images: torch.Tensor, operations: dict[str, Callable], drawn: torch.Tensor,
+              strength: torch.Tensor) -> torch.Tensor:
+    """Each image through the operation it drew (`drawn`: indices into `operations`, or -1 for none) at its signed
+    strength: every operation runs once, on the images that drew it."""
+    out, names = images.clone(), list(operations)
+    for index in drawn.unique().tolist():
+        if index >= 0:
+            picked = (drawn == index).nonzero().flatten()
+            out[picked] = operations[names[index]](images[picked], strength[picked]).clamp(0, 1)
+    return out
+
+
+def random_signs(count: int, device) -> torch.Tensor:
+    return (torch.randint(0, 2, (count,), device=device) * 2 - 1).float()
+
+
 def rand_augment(images: torch.Tensor, n: int = 2, magnitude: float = 10) -> torch.Tensor:
     """`n` random operations per image, each applied with probability 1/2 at a strength drawn uniformly from
     (0, magnitude / 10] with a random sign; draws from torch's generator (seed_everything seeds it)."""
-    images = images.clone()
     count, device = images.shape[0], images.device
-    names = list(OPERATIONS)
     for _ in range(n):
-        drawn = torch.randint(len(names), (count,), device=device)
-        drawn = torch.where(torch.rand(count, device=device) < 0.5, drawn, names.index("identity"))
-        sign = torch.randint(0, 2, (count,), device=device) * 2 - 1
-        strength = torch.rand(count, device=device) * (magnitude / 10) * sign
-        for index in drawn.unique().tolist():
-            picked = (drawn == index).nonzero().flatten()
-            if names[index] != "identity":
-                images[picked] = OPERATIONS[names[index]](images[picked], strength[picked]).clamp(0, 1)
+        drawn = torch.randint(len(OPERATIONS), (count,), device=device)
+        drawn = torch.where(torch.rand(count, device=device) < 0.5, drawn, -1)
+        strength = torch.rand(count, device=device) * (magnitude / 10) * random_signs(count, device)
+        images = per_image(images, OPERATIONS, drawn, strength)
     return images

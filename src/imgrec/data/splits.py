@@ -135,3 +135,13 @@ def labelled_test_split(data: str, class_names: tuple[str, ...] | None, root: st
     files = catalog.load_dataset(data, root, download)
     return select_classes(torch.from_numpy(files.test_images), torch.from_numpy(files.test_labels), classes,
                           spec.num_classes)
+
+
+def sample_train_images(data: str, root: str | None, n: int, seed: int = 0):
+    """`n` training images of dataset `data` (a fixed random sample: none of them a test image) as float32 [0, 1]
+    numpy arrays (N, C, H, W): what an int8 export calibrates on."""
+    import numpy as np
+
+    train = catalog.load_dataset(data, root, download=False).train_images
+    pick = np.random.default_rng(seed).choice(len(train), size=min(n, len(train)), replace=False)
+    return train[np.sort(pick)].astype(np.float32) / 255

@@ -144,17 +144,25 @@ def epochs(values: Sequence[float]) -> str:
 
 UNIT_LABELS = {"accuracy": "test accuracy", "accuracy_percent": "test accuracy (%)", "error_percent": "test error (%)"}
 # The cost columns (key in RowResult.cost, header, format), after "ours", when any row was measured.
-COST_COLUMNS = (("params", "params (M)", lambda v: f"{v / 1e6:.2f}"),
-                ("mflops", "MFLOPs / image", lambda v: f"{v:,.0f}"),
+COST_COLUMNS = (("params", "params (M)", lambda v: f"{v / 1e6:.3f}"),
+                ("mflops", "MFLOPs / image", lambda v: f"{v:,.1f}" if v < 100 else f"{v:,.0f}"),
                 ("train_img_per_s", "training img/s", lambda v: f"{v:,.0f}"),
-                ("latency_ms", "latency (ms, batch 1)", lambda v: f"{v:.2f}"))
+                ("latency_ms", "latency (ms, batch 1)", lambda v: f"{v:.2f}"),
+                ("onnx_latency_ms", "ONNX Runtime latency (ms, batch 1)", lambda v: f"{v:.3f}"),
+                ("onnx_mb", "ONNX file (MB)", lambda v: f"{v:.3f}"))
 COST_NOTE = ("Cost of each trained network on this machine: parameters; MFLOPs of one forward pass on one image "
-             "(torch.utils.flop_counter: 2 FLOPs per multiply-add); training img/s of the run's last epoch; median "
-             "batch-1 latency, eager fp32 on the CPU.")
+             "(torch.utils.flop_counter: 2 FLOPs per multiply-add); where shown, training img/s of the run's last "
+             "epoch, the median batch-1 latency of eager fp32 PyTorch on the CPU, and the median batch-1 latency and "
+             "file size of the ONNX export (int8 rows: quantized, static QDQ) run by ONNX Runtime on one thread.")
 
 
 def has_cost(rows: Sequence[RowResult]) -> bool:
     return any(row.cost for row in rows)
+
+
+def cost_columns(rows: Sequence[RowResult]):
+    """The cost columns some row has a value of."""
+    return tuple(c for c in COST_COLUMNS if any(c[0] in row.cost for row in rows))
 
 
 def csv_row(info: TableInfo, number: int, row: RowResult) -> dict:
@@ -181,7 +189,7 @@ def table_report(info: TableInfo, rows: Sequence[RowResult], prerequisites: Sequ
     rows accuracy against MFLOPs (_cost.png), for rows in series their curves (_curve.png). `prerequisites`: a line
     on each run the rows built on."""
     digits = info.digits
-    costs = COST_COLUMNS if has_cost(rows) else ()
+    costs = cost_columns(rows)
     columns = [text_column("row", "_shown"), Column("published", "published", f".{digits}f"),
                Column("ours (mean ± std)", "_ours"), Column("95% CI", "_ci"),
                *(Column(title, key, show) for key, title, show in costs),

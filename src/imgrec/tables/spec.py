@@ -6,7 +6,9 @@ budget, the command line's, then `seed` and the MLflow experiment (imgrec.verbs.
 
 A table may train `prerequisites`: runs that rows build on (an autoencoder whose encoder rows fine-tune), trained
 once per seed with the budget's overrides and their own. A row names one's run as the value `run:NAME` of an
-override (model.backbone.checkpoint=run:autoencoder); the driver puts in the run of the same seed. Rows with a
+override (model.backbone.checkpoint=run:autoencoder); the driver puts in the run of the same seed. A row whose
+metric is measured against another run (DERIVED: a corruption error relative to standard training) names that
+prerequisite as `versus`. Rows with a
 `series` and an `x` are also drawn as curves, one line per series (accuracy against labels per class, say); a row
 with `shown_in` is part of the table under those budgets only.
 """
@@ -21,6 +23,10 @@ from imgrec.tables.report import UNITS, TableInfo
 BUDGETS = ("paper", "quick", "smoke")
 TABLE_TAG, ROW_TAG, BUDGET_TAG = "imgrec.table", "imgrec.row", "imgrec.budget"
 RUN_OF = "run:"  # an override value run:NAME stands for the run of prerequisite NAME, same seed
+# Metrics a row computes from its run's metrics and those of its `versus` run (a prerequisite, same seed)
+DERIVED = ("test/mce", "test/relative_mce")
+COST_MODES = (None, "eager", "onnx")  # a table's `cost`: how each row's network is measured
+EXPORTS = ("int8",)  # a row's `export`: the row is its runs' export, measured under ONNX Runtime
 
 
 @dataclass(frozen=True)
@@ -37,12 +43,15 @@ class Row:
     year: int | None  # when the row's method was published: the cost plot draws the history in this order
     series: str | None = None  # the curve the row is a point of (its method), at `x` (its number of labels)
     x: float | None = None
+    versus: str | None = None  # the prerequisite a DERIVED metric is measured against
+    export: str | None = None  # int8: the row is the int8 ONNX export of its runs (accuracy and cost measured on it)
 
     @property
     def needs(self) -> list[str]:
-        """The prerequisites whose runs its overrides name."""
-        return [o.split("=", 1)[1].removeprefix(RUN_OF) for o in self.overrides if "=" in o
-                and o.split("=", 1)[1].startswith(RUN_OF)]
+        """The prerequisites whose runs it uses: those its overrides name, and the one it is measured against."""
+        named = [o.split("=", 1)[1].removeprefix(RUN_OF) for o in self.overrides if "=" in o
+                 and o.split("=", 1)[1].startswith(RUN_OF)]
+        return named + ([self.versus] if self.versus and self.versus not in named else [])
 
 
 @dataclass(frozen=True)
@@ -58,7 +67,7 @@ class Table:
     budget_overrides: tuple[str, ...]
     rows: tuple[Row, ...]
     experiment: str
-    cost: bool  # measure each row's network (imgrec.verbs.reproduce.measure_cost)
+    cost: str | None  # measure each row's network: eager (PyTorch) or onnx (ONNX Runtime); None: not measured
     prerequisites: dict[str, Prerequisite]
 
 
@@ -90,13 +99,23 @@ def load_table(cfg: DictConfig) -> Table:
         if missing:
             raise ConfigError(f"table.entries.{row.name}: {RUN_OF}{missing[0]} names no prerequisite of {where} "
                               f"(prerequisites: {', '.join(prerequisites) or 'none'})")
+        if (row.metric in DERIVED) != (row.versus is not None):
+            raise ConfigError(f"table.entries.{row.name}: `versus: <prerequisite>` goes with a metric measured "
+                              f"against another run ({', '.join(DERIVED)}), and only with one")
     metrics = ", ".join(dict.fromkeys(row.metric for row in rows)) or spec.metric  # rows may read other metrics
     curve = spec.get("curve") or {}
     info = TableInfo(name=name, title=spec.title, metric=metrics, unit=spec.unit, budget=budget,
                      budget_about=spec.budgets[budget].get("about", ""), seeds=spec.seeds,
                      published_on=spec.get("published_on"), curve_x=curve.get("x"), log_x=bool(curve.get("log_x")))
+    cost = {True: "eager", False: None, None: None}.get(spec.get("cost"), spec.get("cost"))
+    if cost not in COST_MODES:
+        raise ConfigError(f"table.cost must be true (eager PyTorch), onnx or false in {where}, got {cost!r}")
+    for row in rows:
+        if row.export is not None and (row.export not in EXPORTS or cost != "onnx"):
+            raise ConfigError(f"table.entries.{row.name}.export: {', '.join(EXPORTS)} in a table with cost: onnx, "
+                              f"got {row.export!r}")
     return Table(info, tuple(str(o) for o in spec.budgets[budget].get("overrides") or []), rows, spec.experiment,
-                 bool(spec.get("cost", False)), prerequisites)
+                 cost, prerequisites)
 
 
 def parse_row(name: str, entry: DictConfig, spec: DictConfig, budget: str, where: str) -> Row:
@@ -115,4 +134,5 @@ def parse_row(name: str, entry: DictConfig, spec: DictConfig, budget: str, where
     return Row(name=name, label=entry.label, published=None if published is None else float(published),
                source=entry.source, tolerance=float(entry.get("tolerance", spec.tolerance)), note=entry.get("note"),
                overrides=tuple(str(o) for o in overrides), skip=skip, metric=str(entry.get("metric", spec.metric)),
-               year=entry.get("year"), series=entry.get("series"), x=entry.get("x"))
+               year=entry.get("year"), series=entry.get("series"), x=entry.get("x"), versus=entry.get("versus"),
+               export=entry.get("export"))

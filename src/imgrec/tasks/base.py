@@ -49,6 +49,10 @@ class Task(L.LightningModule):
         self.normalization: Normalization | None = None
         self._resumed_rng: dict[str, Any] | None = None
 
+    def check_data(self, datamodule) -> None:
+        """Refuse data this task cannot train on (ValueError, one line): imgrec.train calls it on the loaded
+        datamodule before any run exists."""
+
     def setup(self, stage: str) -> None:
         datamodule = getattr(self.trainer, "datamodule", None)
         if getattr(datamodule, "normalization", None) is not None:  # the datamodule's setup() ran first

@@ -14,6 +14,15 @@ from imgrec.tasks.base import Task
 
 LOSSES = ("cross_entropy", "label_smoothing", "mse")
 STAGES = ("train", "val", "test")
+AUGMIX_CONSISTENCY_WEIGHT = 12.0  # AugMix's lambda (Hendrycks et al. 2020, its reference's cifar.py)
+
+
+def jensen_shannon(*logits: torch.Tensor) -> torch.Tensor:
+    """AugMix's consistency loss: the mean KL divergence of each prediction from their mixture, whose probabilities
+    are clamped to [1e-7, 1] before the log, as the reference does."""
+    probs = [part.softmax(dim=1) for part in logits]
+    mixture = torch.clamp(sum(probs) / len(probs), 1e-7, 1).log()
+    return sum(F.kl_div(mixture, p, reduction="batchmean") for p in probs) / len(probs)
 
 
 def summary_metrics(num_classes: int) -> MetricCollection:
@@ -77,6 +86,7 @@ class ClassificationTask(Task):
         if ema is not None and not 0 < ema < 1:
             raise ValueError(f"task.ema: a decay between 0 and 1 (0.999, say) or null, got {ema}")
         self.ema = ema
+        self.augmix = False  # data.augment.augmix, read from the datamodule in setup
         self.loss_name = loss
         self.label_smoothing = label_smoothing if loss == "label_smoothing" else 0.0
         self.tta_flip = tta_flip
@@ -103,13 +113,22 @@ class ClassificationTask(Task):
             return F.mse_loss(logits.softmax(dim=1), F.one_hot(labels, self.num_classes).to(logits.dtype))
         return F.cross_entropy(logits, labels, label_smoothing=self.label_smoothing)
 
+    def setup(self, stage: str) -> None:
+        super().setup(stage)
+        # data.augment.augmix: each training batch holds the images, then two AugMix views of them (the datamodule's)
+        augment = getattr(getattr(self.trainer, "datamodule", None), "augment", None)
+        self.augmix = bool(getattr(augment, "augmix", False))
+
     def pixel_forward(self, pixels: torch.Tensor) -> torch.Tensor:
         """The network on [0, 1] pixels (what attacks perturb), the datamodule's normalization in front."""
         return self.net(self.normalization(pixels))
 
     def model_step(self, batch, stage: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         images, labels = batch
-        if stage == "train" and self.adversarial.trains_adversarially:
+        if stage == "train" and self.augmix:  # cross-entropy on the images, consistency with their AugMix views
+            logits, *views = self(images).float().chunk(3)
+            loss = self.criterion(logits, labels) + AUGMIX_CONSISTENCY_WEIGHT * jensen_shannon(logits, *views)
+        elif stage == "train" and self.adversarial.trains_adversarially:
             loss, logits = self.adversarial.training_loss(self.net, self.pixel_forward,
                                                           self.normalization.to_pixels(images), labels, self.criterion)
         else:

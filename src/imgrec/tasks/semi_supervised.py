@@ -68,10 +68,10 @@ class SemiSupervisedTask(ClassificationTask):
 
     def setup(self, stage: str) -> None:
         super().setup(stage)
-        self.augment = getattr(self.trainer.datamodule, "augment", None) or (lambda images: images)
+        self.augment = getattr(self.trainer.datamodule, "augment", None) or (lambda images, normalization: images)
 
     def weak(self, images: torch.Tensor) -> torch.Tensor:
-        return self.augment(images)
+        return self.augment(images, self.normalization)
 
     def strong(self, images: torch.Tensor) -> torch.Tensor:
         """The weak view's flips and translations, then RandAugment on pixels, then cutout (normalized images)."""

@@ -22,8 +22,9 @@ from imgrec import config
 from imgrec.errors import DataFileError, DataNotFoundError, one_line
 from imgrec.jobs import Job, TrainJob, Verb, reuse_or_train
 from imgrec.report import Report
+from imgrec.robust.corruption_eval import relative_to
 from imgrec.tables.report import UNITS, RowResult, table_report
-from imgrec.tables.spec import BUDGET_TAG, BUDGETS, ROW_TAG, RUN_OF, TABLE_TAG, Prerequisite, Row, load_table
+from imgrec.tables.spec import BUDGET_TAG, BUDGETS, DERIVED, ROW_TAG, RUN_OF, TABLE_TAG, Prerequisite, Row, load_table
 from imgrec.tracking.driver_run import DriverRun
 from imgrec.tracking.run import experiment_id
 from imgrec.tracking.store import open_store
@@ -31,16 +32,32 @@ from imgrec.tracking.store import open_store
 log = logging.getLogger(__name__)
 
 
-def measure_cost(client, run_id: str, tracking_uri: str) -> dict[str, float]:
-    """What the row's trained network costs: parameters, MFLOPs per image and batch-1 CPU latency of its
-    checkpoint (imgrec.cost), and the training rate its run logged (imgrec.progress.EpochSummary)."""
-    from imgrec import cost, hub
+def measure_cost(client, run_id: str, tracking_uri: str, mode: str = "eager", export: str | None = None,
+                 calibration_images: int = 1000) -> dict[str, float]:
+    """What the row's trained network costs: parameters and MFLOPs per image (imgrec.cost), and its batch-1 latency:
+    eager: fp32 PyTorch on the CPU, with the training rate its run logged (imgrec.progress.EpochSummary);
+    onnx: exported (as int8, calibrated on training images, with export=int8) and run by ONNX Runtime on one thread,
+    with the file's size and the export's accuracy on the model's test split (`onnx_acc`)."""
+    import tempfile
 
-    net, spec = hub.load_net(f"runs:/{run_id}", tracking_uri)
-    measured = {"params": float(cost.parameters(net)), "mflops": cost.mflops(net, spec.in_shape),
-                "latency_ms": cost.net_latency_ms(net, spec.in_shape)}
-    rate = client.get_run(run_id).data.metrics.get("perf/train_img_per_s")
-    return {**measured, **({"train_img_per_s": rate} if rate is not None else {})}
+    from imgrec import cost, hub
+    from imgrec.data.splits import labelled_test_split, sample_train_images
+    from imgrec.deploy.export import onnx_profile
+    from imgrec.jobs import trained_data_root
+
+    model = hub.load_model(f"runs:/{run_id}", tracking_uri)
+    net, spec = model.net, model.spec
+    measured = {"params": float(cost.parameters(net)), "mflops": cost.mflops(net, spec.in_shape)}
+    if mode == "eager":
+        rate = client.get_run(run_id).data.metrics.get("perf/train_img_per_s")
+        return {**measured, "latency_ms": cost.net_latency_ms(net, spec.in_shape),
+                **({"train_img_per_s": rate} if rate is not None else {})}
+    root = trained_data_root(spec, client, run_id)
+    images, labels = labelled_test_split(spec.data, spec.class_names, root)
+    calibration = sample_train_images(spec.data, root, calibration_images) if export == "int8" else None
+    with tempfile.TemporaryDirectory() as scratch:
+        profile = onnx_profile(model, images.float().numpy() / 255, labels.numpy(), Path(scratch), calibration)
+    return {**measured, **profile}
 
 
 class Reproduction:
@@ -56,6 +73,7 @@ class Reproduction:
         self.prerequisite_jobs = {(p.name, seed): self.job(p, seed) for p in self.table.prerequisites.values()
                                   for seed in range(info.seeds)}
         self.prerequisite_runs: dict[tuple[str, int], str] = {}  # (name, seed) -> its run id, once trained or found
+        self.measured: dict[tuple[str, str | None], dict[str, float]] = {}  # (run id, export) -> measure_cost's
         base = config.compose(self.overrides(None, 0), "unused")
         self.info = dataclasses.replace(info, data=str(base.data.get("name", "")))  # what ours were trained on
         self.root = Path(base.paths.root)
@@ -131,10 +149,11 @@ class Reproduction:
                 log.exception("row %s seed %d failed", row.name, seed)
                 failures.append(f"seed {seed}: {type(err).__name__}: {one_line(err)}"[:500])
                 continue
-            if row.metric not in run.data.metrics:
+            value = self.metric_of(row, run, seed)
+            if value is None:
                 failures.append(f"seed {seed}: run {run.info.run_id[:8]} did not log {row.metric}")
                 continue
-            result.values.append(UNITS[self.info.unit][0](run.data.metrics[row.metric]))
+            result.values.append(UNITS[self.info.unit][0](value))
             result.run_ids.append(run.info.run_id)
             result.wall_s.append((run.info.end_time - run.info.start_time) / 1000)
             if "fit/epochs" in run.data.metrics:
@@ -143,8 +162,25 @@ class Reproduction:
             result.reason = f"{len(failures)} of {self.info.seeds} seeds failed"
             result.detail = "; ".join(failures)
         if self.table.cost and result.run_ids:
-            result.cost = measure_cost(self.client, result.run_ids[0], self.tracking_uri)
+            result.cost = self.cost_of(result.run_ids[0], row.export)
         return result
+
+    def cost_of(self, run_id: str, export: str | None) -> dict[str, float]:
+        """measure_cost of a run (or its export), once per invocation: a model's rows share its runs."""
+        if (run_id, export) not in self.measured:
+            self.measured[(run_id, export)] = measure_cost(self.client, run_id, self.tracking_uri, self.table.cost,
+                                                           export)
+        return self.measured[(run_id, export)]
+
+    def metric_of(self, row: Row, run, seed: int) -> float | None:
+        """The row's metric of its run: logged, measured against its `versus` run of the same seed (DERIVED), or
+        the accuracy of its export under ONNX Runtime."""
+        if row.export is not None:
+            return self.cost_of(run.info.run_id, row.export)["onnx_acc"]
+        if row.metric not in DERIVED:
+            return run.data.metrics.get(row.metric)
+        versus = self.client.get_run(self.prerequisite_runs[(row.versus, seed)])
+        return relative_to(run.data.metrics, versus.data.metrics).get(row.metric)
 
     def prerequisite_lines(self) -> list[str]:
         lines = []

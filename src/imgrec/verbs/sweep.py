@@ -42,6 +42,7 @@ from imgrec.progress import log_to_file
 from imgrec.report import Report
 from imgrec.sweep import report as sweep_report
 from imgrec.sweep.constraint import VALUE_ATTR, Constraint
+from imgrec.sweep.pareto import Budget, objectives_of, pareto_report
 from imgrec.sweep.pruning import TrialReporter, launch_mode
 from imgrec.sweep.report import INVALID_ATTR, REPEAT_ATTR
 from imgrec.sweep.space import encode_choice, first_point, override_value, parse_space, suggest
@@ -55,10 +56,15 @@ from imgrec.validation import validate
 log = logging.getLogger(__name__)
 PARENT_ATTR, FINGERPRINT_ATTR, CREATED_ATTR = "imgrec.mlflow_parent_run_id", "imgrec.fingerprint", "imgrec.created_at"
 PARENT_WAIT_S = 120  # how long a worker waits for the study's creator to publish the parent run
-SAMPLERS = {"tpe": optuna.samplers.TPESampler, "random": optuna.samplers.RandomSampler}
+SAMPLERS = {"tpe": optuna.samplers.TPESampler, "random": optuna.samplers.RandomSampler,
+            "nsga2": optuna.samplers.NSGAIISampler}
 PRUNERS = {"median": optuna.pruners.MedianPruner, "percentile": optuna.pruners.PercentilePruner,
            "hyperband": optuna.pruners.HyperbandPruner, "successive_halving": optuna.pruners.SuccessiveHalvingPruner,
            "none": optuna.pruners.NopPruner}
+
+
+class ObjectiveNotLogged(ConfigError):
+    """A multi-objective sweep names a metric its trials do not log."""
 
 
 # -- configs ------------------------------------------------------------------------------------------
@@ -86,11 +92,19 @@ class Sweep:
         command line's overrides of every trial."""
         self.user_overrides = list(train_overrides)
         self.name, self.spec = cfg.hydra.runtime.choices.sweep, cfg.sweep
-        for key in ("question", "metric", "direction", "n_trials"):
+        for key in ("question", "n_trials", *(() if self.spec.get("objectives") else ("metric", "direction"))):
             if OmegaConf.is_missing(self.spec, key) or self.spec.get(key) is None:
                 raise ConfigError(f"sweep.{key} is not set in conf/sweep/{self.name}.yaml")
-        if self.spec.direction not in ("maximize", "minimize"):
-            raise ConfigError(f"sweep.direction must be maximize or minimize, got {self.spec.direction}")
+        # one objective (metric, direction), or several (objectives): then the answer is a Pareto front
+        self.objectives = objectives_of(self.spec)
+        self.metric, self.direction = self.objectives[0].metric, self.objectives[0].direction
+        self.multi = len(self.objectives) > 1
+        self.budget = Budget.parse(self.spec.get("budget"), self.objectives)
+        if self.budget is not None and not self.multi:
+            raise ConfigError("sweep.budget goes with several sweep.objectives: it picks a setting on their front")
+        if self.multi and any(self.spec.get(k) for k in ("constraint", "confirm_top", "folds")):
+            raise ConfigError("sweep.objectives: a multi-objective sweep takes no constraint, confirm_top or folds "
+                              "(its answer is a front of settings; a budget picks one)")
         self.params = parse_space(self.spec.space)
         self.constraint = Constraint.from_spec(self.spec.get("constraint"), [p.key for p in self.params])
         self.base_overrides = [str(o) for o in self.spec.base]
@@ -122,7 +136,7 @@ class Sweep:
     def overrides(self, values: dict) -> list[str]:
         """Base, then command line, then sampled values: later wins. The sweep's metric is what train() returns."""
         sampled = [f"{k}={override_value(v)}" for k, v in values.items()]
-        return [*self.base_overrides, *self.user_overrides, *sampled, f"optimized_metric={self.spec.metric}"]
+        return [*self.base_overrides, *self.user_overrides, *sampled, f"optimized_metric={self.metric}"]
 
     def check(self, values: dict) -> DictConfig:
         """Compose a point of the space before any trial runs, so a typo fails now, in one line."""
@@ -147,7 +161,9 @@ class Sweep:
     def fingerprint(self) -> str:
         what = {"base": self.base_overrides, "overrides": result_overrides(self.user_overrides),
                 "space": OmegaConf.to_container(self.spec.space, resolve=True),
-                "metric": self.spec.metric, "direction": self.spec.direction}
+                "metric": self.metric, "direction": self.direction}
+        if self.multi:  # a study of other objectives is another study
+            what["objectives"] = [[o.metric, o.direction] for o in self.objectives]
         if self.spec.get("folds"):  # cross-validated trials measure another metric (a mean over folds)
             what["folds"] = self.spec.folds
         return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -166,7 +182,7 @@ class Sweep:
         kind = kwargs.pop("type", "median")
         if kind not in PRUNERS:
             raise ConfigError(f"sweep.pruner.type must be one of {', '.join(PRUNERS)}, got {kind!r}")
-        if kind == "none":  # `sweep.pruner.type=none` turns pruning off whatever the sweep's pruner settings
+        if kind == "none" or self.multi:  # pruner.type=none turns pruning off; Optuna prunes one objective only
             return optuna.pruners.NopPruner()
         return PRUNERS[kind](**kwargs)
 
@@ -184,17 +200,18 @@ class Sweep:
                                   "(with the same overrides, or name it with sweep.study_name)") from None
             return False
         try:  # = create_study(load_if_exists=True), but tells which process created the study
-            self.study = retrying(lambda: optuna.create_study(direction=self.spec.direction, **kwargs))
+            directions = [o.direction for o in self.objectives]
+            self.study = retrying(lambda: optuna.create_study(directions=directions, **kwargs))
             created = True
         except optuna.exceptions.DuplicatedStudyError:
             self.study, created = optuna.load_study(**kwargs), False
-        if self.study.direction.name.lower() != self.spec.direction:
-            raise ConfigError(f"study '{self.study_name}' {self.study.direction.name.lower()}s; "
-                              f"sweep.direction is {self.spec.direction}")
+        if [d.name.lower() for d in self.study.directions] != [o.direction for o in self.objectives]:
+            raise ConfigError(f"study '{self.study_name}' {' and '.join(d.name.lower() for d in self.study.directions)}"
+                              f"s; the sweep's objectives say {' and '.join(o.direction for o in self.objectives)}")
         if created:
             self.study.set_user_attr(CREATED_ATTR, time.time())
             self.study.set_user_attr(FINGERPRINT_ATTR, self.fingerprint())
-            for attr, value in (("sweep", self.name), ("question", self.spec.question), ("metric", self.spec.metric),
+            for attr, value in (("sweep", self.name), ("question", self.spec.question), ("metric", self.metric),
                                 ("overrides", self.base_overrides + self.user_overrides)):
                 self.study.set_user_attr(f"imgrec.{attr}", value)
             queued = [{k: encode_choice(v) for k, v in OmegaConf.to_container(values).items()}
@@ -228,7 +245,8 @@ class Sweep:
 
     def parent_params(self) -> dict[str, Any]:
         return {"sweep": self.name, "study_name": self.study_name, "storage": self.storage_id,
-                "question": self.spec.question, "metric": self.spec.metric, "direction": self.spec.direction,
+                "question": self.spec.question, "metric": self.metric, "direction": self.direction,
+                **({"objectives": json.dumps([[o.metric, o.direction] for o in self.objectives])} if self.multi else {}),
                 "sampler": json.dumps(OmegaConf.to_container(self.spec.sampler)),
                 "pruner": json.dumps(OmegaConf.to_container(self.spec.pruner)),
                 "space": json.dumps(OmegaConf.to_container(self.spec.space)),
@@ -277,14 +295,17 @@ class Sweep:
                 else:
                     job = TrainJob(self.overrides(values), f"trial_{trial.number}", f"trial {trial.number}",
                                    tags=self.child_tags(trial))
-                    reporter = TrialReporter(trial, self.spec.metric) if launch_mode(job.cfg.trainer) == "single" else None
+                    prunable = launch_mode(job.cfg.trainer) == "single" and not self.multi
+                    reporter = TrialReporter(trial, self.metric) if prunable else None
                     try:
                         value = job.train(output_dir, callbacks=[reporter] if reporter else [])
                     finally:
                         run = job.started_run(self.parent.client)
                         run_id = run.info.run_id if run else None
-                if value is None or not math.isfinite(value):
-                    error = f"{self.spec.metric} is {value}" + (" (not logged by this model/task)" if value is None else "")
+                if self.multi and run_id:  # every objective from the run
+                    value = self.objective_values(trial, run_id)
+                if value is None or not all(math.isfinite(v) for v in ([value] if not self.multi else value)):
+                    error = f"{self.metric} is {value}" + (" (not logged by this model/task)" if value is None else "")
                 else:
                     state = TrialState.COMPLETE
             except optuna.TrialPruned as pruned:
@@ -292,6 +313,9 @@ class Sweep:
                 log.info("trial %d pruned: %s", trial.number, pruned)
             except (KeyboardInterrupt, SystemExit):
                 self.requeue(trial)
+                raise
+            except ObjectiveNotLogged as err:  # the sweep's own mistake, not this setting's: stop the sweep
+                self.finish_trial(trial, TrialState.FAIL, None, str(err), reporter, run_id)
                 raise
             except (ConfigError, *COMPOSE_ERRORS) as err:  # e.g. kernel too big for the image
                 # pruned, not failed: TPE ignores failed trials and would keep proposing this setting
@@ -304,6 +328,16 @@ class Sweep:
                 log.exception("trial %d failed", trial.number)
                 error = f"{type(err).__name__}: {one_line(err)}"
         self.finish_trial(trial, state, value, error, reporter, run_id)
+
+    def objective_values(self, trial: optuna.Trial, run_id: str) -> list[float]:
+        """Every objective's value, from the trial's run. A metric it did not log is a mistake in the sweep, not in
+        this trial (every trial logs the same metrics): the sweep stops, in one line."""
+        logged = self.parent.client.get_run(run_id).data.metrics
+        missing = [o.metric for o in self.objectives if o.metric not in logged]
+        if missing:
+            raise ObjectiveNotLogged(f"sweep.objectives: trial {trial.number}'s run logged no {', '.join(missing)} (it logs "
+                              f"{', '.join(sorted(logged)[:12])}, ...); an objective is a metric every trial logs")
+        return [logged[o.metric] for o in self.objectives]
 
     def cross_validate(self, values: dict, trial: optuna.Trial, output_dir: Path) -> tuple[float | None, str | None]:
         """(the mean over the folds, the cross-validation's parent run: the trial's run)."""
@@ -337,10 +371,11 @@ class Sweep:
         original = earlier.user_attrs.get("imgrec.mlflow_run_id")
         run = DriverRun.create(self.parent.client, self.parent.experiment_id, f"trial_{trial.number}",
                                {**self.child_tags(trial), REPEAT_ATTR: str(original or earlier.number)})
-        run.log({self.spec.metric: earlier.value} if earlier.value is not None else {})
+        done = earlier.state == TrialState.COMPLETE
+        run.log({o.metric: v for o, v in zip(self.objectives, earlier.values)} if done else {})
         run.client.set_terminated(run.run_id, "FINISHED" if earlier.state == TrialState.COMPLETE else "KILLED")
         trial.set_user_attr("imgrec.mlflow_run_id", run.run_id)
-        self.study.tell(trial, earlier.value if earlier.state == TrialState.COMPLETE else None, state=earlier.state)
+        self.study.tell(trial, (earlier.values if self.multi else earlier.value) if done else None, state=earlier.state)
         log.info("trial %d: the setting of trial %d again; its result is reused, nothing trained", trial.number, earlier.number)
 
     def judge(self, trial: optuna.Trial, value: float | None) -> None:
@@ -375,13 +410,15 @@ class Sweep:
                 self.parent.client.delete_tag(run_id, "error")
         if state == TrialState.FAIL:
             log.warning("trial %d failed: %s", trial.number, error)
+        elif state == TrialState.COMPLETE and self.multi:
+            log.info("trial %d: %s", trial.number, ", ".join(f"{o.metric}={v:.4g}" for o, v in zip(self.objectives, value)))
         elif state == TrialState.COMPLETE:
             try:
                 best = self.study.best_trial  # with a constraint: the best feasible trial
             except ValueError:  # no trial is feasible yet
-                log.info("trial %d: %s=%.4f (no feasible trial yet)", trial.number, self.spec.metric, value)
+                log.info("trial %d: %s=%.4f (no feasible trial yet)", trial.number, self.metric, value)
                 return
-            log.info("trial %d: %s=%.4f (best %.4f, trial %d)", trial.number, self.spec.metric, value, best.value, best.number)
+            log.info("trial %d: %s=%.4f (best %.4f, trial %d)", trial.number, self.metric, value, best.value, best.number)
 
     def requeue(self, trial: optuna.Trial) -> None:
         """Ctrl-C: fail the trial and queue a retry of it, so the next run of the command re-runs it."""
@@ -403,7 +440,7 @@ class Sweep:
             return None
         trials = sweep_report.counted_trials(self.study.get_trials(deepcopy=False))
         complete = [t for t in trials if t.state == TrialState.COMPLETE and not sweep_report.is_repeat(t)]
-        best = sweep_report.answerable(self.context(), trials, sweep_report.ranked(complete, self.spec.direction))
+        best = sweep_report.answerable(self.context(), trials, sweep_report.ranked(complete, self.direction))
         seeds = [int(self.base.seed) + i for i in range(int(n_seeds))]
         settings = [sweep_report.Confirmed(t.number, t.params, seeds, [], []) for t in best[:int(top)]]
         for confirmed, trial in zip(settings, best):
@@ -414,7 +451,7 @@ class Sweep:
                                tags={"imgrec.study": self.study_name, "imgrec.confirms": str(trial.number)})
                 run = reuse_or_train(job, self.parent.client, self.dir / f"confirm_{trial.number}" / f"seed_{seed}",
                                      self.parent.run_id)
-                confirmed.values.append(run.data.metrics.get(self.spec.metric, math.nan))
+                confirmed.values.append(run.data.metrics.get(self.metric, math.nan))
                 confirmed.run_ids.append(run.info.run_id)
         return sweep_report.Confirmation(settings)
 
@@ -436,14 +473,17 @@ class Sweep:
         sampler = self.spec.sampler
         return sweep_report.Context(
             sweep=self.name, study_name=self.study_name, storage=self.storage_id, question=self.spec.question,
-            metric=self.spec.metric, direction=self.spec.direction, n_trials=self.spec.n_trials, dataset=dataset,
+            metric=self.metric, direction=self.direction, n_trials=self.spec.n_trials, dataset=dataset,
             epochs=epochs, seed=cfg.seed, sampler=f"{sampler.get('type', 'tpe')} (seed {sampler.get('seed')})",
             pruner=str(self.spec.pruner.get("type", "median")), base_overrides=self.base_overrides,
             user_overrides=self.user_overrides, notes=notes, constraint=self.constraint,
             confirmation=self.confirmation)
 
     def report(self) -> Report:
-        report = sweep_report.sweep_report(self.study, self.context())
+        if self.multi:
+            report = pareto_report(self.study, self.context(), self.objectives, self.budget)
+        else:
+            report = sweep_report.sweep_report(self.study, self.context())
         report.publish(self.dir, self.parent)
         log.info("sweep report: %s (MLflow parent run %s)", self.dir / "answer.md", self.parent.run_id)
         return report

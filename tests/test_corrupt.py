@@ -157,6 +157,17 @@ def test_the_jensen_shannon_loss_is_augmixs():
     assert float(jensen_shannon(a, a, a)) == pytest.approx(0, abs=1e-6)
 
 
+def test_the_jensen_shannon_gradient_stays_finite_when_a_probability_underflows():
+    """Logits 120 apart: softmax gives an exact 0, whose log made the gradient NaN (an AugMix run diverged so)."""
+    from imgrec.tasks.classification import jensen_shannon
+
+    confident = torch.tensor([[120.0, 0.0, 0.0]], requires_grad=True)
+    unsure = torch.tensor([[0.0, 1.0, 0.0]], requires_grad=True)
+    assert float(confident.softmax(1).min()) == 0
+    jensen_shannon(confident, unsure, unsure).backward()
+    assert torch.isfinite(confident.grad).all() and torch.isfinite(unsure.grad).all()
+
+
 def test_noise_augmentation_draws_a_std_per_image_in_pixel_units():
     from imgrec.data.augment import gaussian_noise
 

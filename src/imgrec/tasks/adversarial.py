@@ -74,7 +74,9 @@ class Adversarial:
             logits = forward(adversarial).float()
             return criterion(logits, labels), logits
         logits = forward(pixels).float()
-        robust = F.kl_div(forward(adversarial).float().log_softmax(dim=1), logits.softmax(dim=1), reduction="batchmean")
+        # the clean prediction as log-probabilities: one that underflows to 0 would make its gradient NaN
+        robust = F.kl_div(forward(adversarial).float().log_softmax(dim=1), logits.log_softmax(dim=1),
+                          reduction="batchmean", log_target=True)
         return criterion(logits, labels) + self.beta * robust, logits
 
     def robust_correct(self, net: torch.nn.Module, forward: Callable, pixels: torch.Tensor, labels: torch.Tensor,

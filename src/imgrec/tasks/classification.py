@@ -19,10 +19,11 @@ AUGMIX_CONSISTENCY_WEIGHT = 12.0  # AugMix's lambda (Hendrycks et al. 2020, its 
 
 def jensen_shannon(*logits: torch.Tensor) -> torch.Tensor:
     """AugMix's consistency loss: the mean KL divergence of each prediction from their mixture, whose probabilities
-    are clamped to [1e-7, 1] before the log, as the reference does."""
-    probs = [part.softmax(dim=1) for part in logits]
-    mixture = torch.clamp(sum(probs) / len(probs), 1e-7, 1).log()
-    return sum(F.kl_div(mixture, p, reduction="batchmean") for p in probs) / len(probs)
+    are clamped to [1e-7, 1] before the log, as the reference does. Each prediction enters as log-probabilities:
+    a probability that underflows to 0 (logits 104 apart) would make the reference's gradient NaN."""
+    log_probs = [part.log_softmax(dim=1) for part in logits]
+    mixture = torch.clamp(sum(p.exp() for p in log_probs) / len(log_probs), 1e-7, 1).log()
+    return sum(F.kl_div(mixture, p, reduction="batchmean", log_target=True) for p in log_probs) / len(log_probs)
 
 
 def summary_metrics(num_classes: int) -> MetricCollection:

@@ -212,3 +212,12 @@ def test_choice_tags_name_groups_as_overrides_do_in_names_mlflow_takes():
                         "debug": None})
     assert tags == {"imgrec.choice.model": "dcgan", "imgrec.choice.optimizer:task.optimizer_d": "adam"}
     assert choice_tag("optimizer@task.optimizer_d") in tags  # what group_by=optimizer@task.optimizer_d looks up
+
+
+@pytest.mark.parametrize("metric, values, unit", [("test/acc", [0.9, 0.8], "pp"), ("test/corruption_acc", [0.7, 0.72], "pp"),
+                                                  ("val/f1", [0.5], "pp"), ("test/loss", [0.3, 0.2], ""),
+                                                  ("test/acc", [0.9, 1.5], "")])
+def test_accuracies_of_every_kind_are_compared_in_percentage_points(metric, values, unit):
+    from imgrec.verbs.compare import Group, scale_of
+
+    assert scale_of(metric, [Group("a", runs=[], values=values)]) == ((100.0, "pp") if unit else (1.0, ""))

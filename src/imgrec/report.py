@@ -223,7 +223,7 @@ def save(fig, path: Path, dpi: int = 110) -> Path:
         warnings.simplefilter("ignore", UserWarning)
         fig.tight_layout()
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.png")
-    fig.savefig(tmp, dpi=dpi)
+    fig.savefig(tmp, dpi=dpi, bbox_inches="tight")  # a title or labels wider than the axes are kept whole
     plt.close(fig)
     tmp.replace(path)
     return path

@@ -238,7 +238,8 @@ def run(job: Job) -> Report:
 def scale_of(metric: str, groups: Sequence[Group]) -> tuple[float, str]:
     """Accuracies and the like in percentage points; anything else in its own unit."""
     values = [v for g in groups for v in g.values]
-    if metric.rsplit("/", 1)[-1] in PERCENT_METRICS and all(0 <= v <= 1 for v in values):
+    name = metric.rsplit("/", 1)[-1]  # test/acc, test/corruption_acc, fewshot/5way_5shot_acc, ...
+    if (name in PERCENT_METRICS or name.endswith("_acc")) and all(0 <= v <= 1 for v in values):
         return 100.0, "pp"
     return 1.0, ""
 

@@ -26,7 +26,7 @@ MODEL = {
     "explain": "attributions of its decisions, their faithfulness and a sanity check",
     "attack": "its robust accuracy under L-infinity attacks (FGSM, PGD, AutoAttack)",
     "corrupt": "its accuracy under noise, blur, weather, digital and geometric corruptions (CIFAR-10-C's)",
-    "compress": "a smaller, faster copy of it: structured pruning and fine-tuning, before and after",
+    "compress": "a smaller copy of it, in fewer FLOPs: structured pruning and fine-tuning, before and after",
     "bench_inference": "latency, throughput, memory and accuracy of each way to run it",
 }
 VERBS = {**STUDY, **MODEL}

@@ -5,8 +5,8 @@ on whole batches, as its reference implementation (github.com/google-research/au
 
 with `width` chains of 1 to 3 operations (`depth`; -1: drawn per chain) drawn from its list, which leaves out every
 operation that overlaps a CIFAR-10-C corruption (no noise, blur, brightness, contrast or colour; its rotate, shear
-and translate do overlap MNIST-C's), each at a level drawn
-from U(0.1, severity) out of 10, as its int_parameter / float_parameter map it. Images are [0, 1] pixels (N, C, H, W);
+and translate do overlap MNIST-C's), each at a level drawn from U(0.1, severity) out of 10, as its int_parameter /
+float_parameter map it. Images are [0, 1] pixels (N, C, H, W);
 every draw is per image, from torch's generator. Training adds the Jensen-Shannon consistency loss between the clean
 image and two AugMix views (imgrec.tasks.classification).
 """

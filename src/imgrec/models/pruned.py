@@ -27,12 +27,15 @@ PRUNABLE = (nn.Conv2d,)  # what a net needs at least one of to be pruned here
 RESIZABLE = (nn.Conv2d, nn.Linear, nn.BatchNorm1d, nn.BatchNorm2d)
 
 
-def prune(net: nn.Module, in_shape: Sequence[int], amount: float) -> nn.Module:
-    """A pruned copy of `net`: `amount` of each layer group's channels removed by L2 magnitude."""
+def prune(net: nn.Module, in_shape: Sequence[int], amount: float, round_to: int | None = None) -> nn.Module:
+    """A pruned copy of `net`: `amount` of each layer group's channels removed by L2 magnitude, the channels kept
+    rounded to a multiple of `round_to` where given."""
     import torch_pruning as tp
 
     if not 0 < amount < 1:
         raise ValueError(f"the share of channels to prune must be between 0 and 1, got {amount}")
+    if round_to is not None and (not isinstance(round_to, int) or round_to < 1):
+        raise ValueError(f"round_to: a positive number of channels, got {round_to!r}")
     if not any(isinstance(m, PRUNABLE) for m in net.modules()):
         raise ValueError(f"{type(net).__name__} has no convolution to prune (structured pruning removes conv channels)")
     if any(isinstance(m, ZeroPadShortcut) for m in net.modules()):  # its pad is sized by the unpruned channels
@@ -41,7 +44,7 @@ def prune(net: nn.Module, in_shape: Sequence[int], amount: float) -> nn.Module:
     net = copy.deepcopy(net).eval()
     last = [m for m in net.modules() if isinstance(m, nn.Linear)][-1:]
     pruner = tp.pruner.MetaPruner(net, torch.zeros(1, *in_shape), importance=tp.importance.MagnitudeImportance(p=2),
-                                  pruning_ratio=amount, ignored_layers=last)
+                                  pruning_ratio=amount, ignored_layers=last, round_to=round_to)
     pruner.step()
     return net
 
@@ -76,7 +79,8 @@ class PrunedNet(nn.Module):
     imgrec.train) or rebuilt from a checkpoint's record (`base`: the trained net's config, `shapes`)."""
 
     def __init__(self, in_shape: Sequence[int], num_classes: int, checkpoint: Any = None, amount: float = 0.5,
-                 base: Mapping[str, Any] | None = None, shapes: Mapping[str, Sequence[int]] | None = None):
+                 round_to: int | None = None, base: Mapping[str, Any] | None = None,
+                 shapes: Mapping[str, Sequence[int]] | None = None):
         super().__init__()
         if base is not None and shapes is not None:  # a rebuild: the checkpoint's weights replace these
             net = resize(models.build(base, in_shape, num_classes), shapes)
@@ -87,16 +91,17 @@ class PrunedNet(nn.Module):
                 raise ValueError(f"model.checkpoint: it takes {'x'.join(map(str, spec['in_shape']))} images into "
                                  f"{spec['num_classes']} classes; this data has {'x'.join(map(str, in_shape))} "
                                  f"images of {num_classes}")
-            base, net = spec["model"], prune(trained, in_shape, amount)
+            base, net = spec["model"], prune(trained, in_shape, amount, round_to)
         else:
             raise ValueError("model.checkpoint is required: the trained model to prune (runs:/<run_id>, a .ckpt path "
                              "or models:/<name>@<alias>)")
-        self.net, self.base, self.amount = net, dict(base), amount
+        self.net, self.base, self.amount, self.round_to = net, dict(base), amount, round_to
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.net(images)
 
     def spec_config(self) -> dict[str, Any]:
         """What the checkpoint's spec records to rebuild this net (imgrec.train.build_task asks)."""
-        return {"_target_": f"{__name__}.PrunedNet", "_partial_": True, "amount": self.amount, "base": self.base,
+        return {"_target_": f"{__name__}.PrunedNet", "_partial_": True, "amount": self.amount,
+                "round_to": self.round_to, "base": self.base,
                 "shapes": {k.removeprefix("net."): v for k, v in shapes_of(self).items()}}

@@ -1,8 +1,9 @@
-"""`imgrec compress model=<uri> prune=0.5 [finetune_epochs=3] [finetune=[overrides...]] [data.root=...]`: a smaller,
-faster copy of a trained classifier, structurally pruned and fine-tuned.
+"""`imgrec compress model=<uri> prune=0.5 [round_to=16] [finetune_epochs=3] [finetune=[overrides...]] [data.root=...]`:
+a smaller copy of a trained classifier, structurally pruned and fine-tuned.
 
 Removes `prune` of the channels of every group of coupled layers of the model's network (imgrec.models.pruned:
-Torch-Pruning, lowest L2 norm first), then fine-tunes it for `finetune_epochs` on the model's own data (its classes,
+Torch-Pruning, lowest L2 norm first; `round_to` keeps a multiple of that many channels per layer: fewer FLOPs are
+faster only where the kernels get the channel blocks they vectorize over, 16 for ONNX Runtime on AVX-512), then fine-tunes it for `finetune_epochs` on the model's own data (its classes,
 its folder) as a new training run (model=pruned; `finetune` adds training overrides, optimizer=sgd say), which is
 loadable through imgrec.hub like any other: its checkpoint records the pruned shapes. A finished run of the same
 compression is reused. Reports, before and after: parameters, MFLOPs per image, batch-1 latency under ONNX Runtime
@@ -31,6 +32,8 @@ def check(job: ModelJob) -> None:
     cfg = job.cfg
     if not isinstance(cfg.prune, (int, float)) or not 0 < cfg.prune < 1:
         raise ConfigError(f"prune: the share of channels to remove, between 0 and 1 (exclusive), got {cfg.prune!r}")
+    if cfg.round_to is not None and (not isinstance(cfg.round_to, int) or cfg.round_to < 1):
+        raise ConfigError(f"round_to: a positive number of channels (or null), got {cfg.round_to!r}")
     if not isinstance(cfg.finetune_epochs, int) or cfg.finetune_epochs < 1:
         raise ConfigError(f"finetune_epochs: a positive integer (a pruned net needs training), got {cfg.finetune_epochs!r}")
     if not any(isinstance(m, PRUNABLE) for m in job.model.net.modules()):
@@ -46,7 +49,8 @@ def finetune_job(job: ModelJob) -> TrainJob:
     names = catalog.get_spec(spec.data).class_names
     classes = [] if spec.class_names is None or tuple(spec.class_names) == tuple(names) else [
         f"data.classes=[{','.join(str(names.index(c)) for c in spec.class_names)}]"]
-    overrides = ["model=pruned", f"model.checkpoint={cfg.model}", f"model.amount={cfg.prune}", f"data={spec.data}",
+    overrides = ["model=pruned", f"model.checkpoint={cfg.model}", f"model.amount={cfg.prune}",
+                 *([f"model.round_to={cfg.round_to}"] if cfg.round_to else []), f"data={spec.data}",
                  *([f"data.root={job.data_root}"] if job.data_root else []), *classes,
                  f"trainer.max_epochs={cfg.finetune_epochs}", f"paths.root={cfg.paths.root}",
                  f"logger.tracking_uri={cfg.logger.tracking_uri}", f"logger.experiment_name={cfg.logger.experiment_name}",

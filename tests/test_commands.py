@@ -47,7 +47,7 @@ def test_every_verbs_help_says_what_it_does_and_lists_its_options_and_choices(ve
 @pytest.mark.parametrize("verb, key, values", [
     ("attack", "attack", ["fgsm", "pgd", "autoattack"]), ("export", "format", ["onnx", "pt2", "int8"]),
     ("reproduce", "table", options("table")), ("sweep", "sweep", options("sweep")),
-    ("bench", "mode", ["throughput", "vs_plain", "fast_recipe", "ablation"]),
+    ("bench", "mode", ["throughput", "vs_plain", "fast_recipe", "ablation", "time_to_accuracy"]),
     ("explain", "methods", ["saliency", "integrated_gradients", "gradcam", "lime", "kernel_shap", "random"]),
 ])
 def test_the_help_lists_the_full_choices_of_a_key(verb, key, values, capsys):
@@ -74,7 +74,8 @@ def test_train_help_says_what_training_does_where_runs_go_and_every_group(capsys
     (["reproduce", "table=fashion_mnist", "budget=long"], "error: budget must be one of paper, quick, smoke"),
     (["sweep"], "error: sweep=... is required: a search space of conf/sweep/ (adversarial_eps, "),
     (["cv", "folds=1"], "error: folds must be an integer >= 2, got 1"),
-    (["bench", "mode=fast"], "error: mode must be one of throughput, vs_plain, fast_recipe, ablation, got 'fast'"),
+    (["bench", "mode=fast"],
+     "error: mode must be one of throughput, vs_plain, fast_recipe, ablation, time_to_accuracy, got 'fast'"),
     (["serve", "model=path/to.ckpt"], "error: model: serve takes models:/<name>@<alias>, models:/<name>/<version> or"),
 ])
 def test_bad_input_to_a_verb_is_one_line_naming_what_is_wrong(args, message, tmp_path, monkeypatch):

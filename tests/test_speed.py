@@ -13,9 +13,11 @@ from imgrec import hardware
 from imgrec.models.cnn import ConvNet
 from imgrec.models.mlp import MLP
 from imgrec.models.rnn import RowRNN
+from imgrec.progress import TimeToAccuracy
 from imgrec.tasks.classification import ClassificationTask
 from imgrec.train import build_task, train
 from imgrec.validation import validate
+from imgrec.verbs import bench
 from tests.conftest import REPO, runs
 
 
@@ -95,3 +97,34 @@ def test_compile_is_a_validated_switch(make_cfg):
     with pytest.raises(ConfigError, match="compile must be true or false"):
         validate(make_cfg("compile=maybe"))
     assert make_cfg().compile is False
+
+
+def test_a_run_logs_when_its_validation_accuracy_first_reached_each_threshold(make_cfg, mlflow_client, idx_root):
+    train(make_cfg("data=mnist", f"data.root={idx_root}", "trainer.max_epochs=2",
+                   "callbacks.time_to_accuracy.thresholds=[0.0,1.01]"))
+    (run,) = runs(mlflow_client)
+    reached = mlflow_client.get_metric_history(run.info.run_id, "perf/seconds_to_val_acc_0.00")
+    first_validation = mlflow_client.get_metric_history(run.info.run_id, "val/acc")[0]
+    assert len(reached) == 1 and reached[0].step == first_validation.step and reached[0].value > 0  # epoch 1, once
+    assert "perf/seconds_to_val_acc_1.01" not in run.data.metrics  # never reached
+
+
+def test_time_to_accuracy_counts_on_from_a_resumed_runs_clock():
+    before = TimeToAccuracy([0.5])
+    before.load_state_dict({"seconds": 100.0, "reached": {"0.5": 42.0}})
+    before.on_fit_start(None, None)
+    state = before.state_dict()
+    assert state["reached"] == {"0.5": 42.0} and 100.0 <= state["seconds"] < 110.0
+
+
+@pytest.mark.slow
+def test_the_time_to_accuracy_ladder_times_each_recipe_and_plots_them(tmp_path, idx_root, monkeypatch):
+    from tests.conftest import cli
+
+    monkeypatch.chdir(tmp_path)
+    report = cli("bench", "mode=time_to_accuracy", f"paths.root={tmp_path}", "data=mnist", f"data.root={idx_root}",
+                 "data.batch_size=16", "data.val_size=32", "trainer.max_epochs=1")
+    (table,) = report.tables
+    assert [row["recipe"] for row in table.rows] == list(bench.LADDER)
+    assert all(row["wall_s"] > 0 and 0 <= row["test_acc"] <= 1 for row in table.rows)
+    assert (tmp_path / "outputs" / "bench" / "time_to_accuracy" / "time_to_accuracy.png").stat().st_size > 0

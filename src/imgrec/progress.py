@@ -62,6 +62,42 @@ class EpochSummary(L.Callback):
         log.info("epoch %d%s  %s  (epoch %.1f s, training %.0f img/s)", epoch, total, shown, seconds, rate)
 
 
+class TimeToAccuracy(L.Callback):
+    """Logs `perf/seconds_to_val_acc_0.90` (and one per threshold) the first time the validation accuracy reaches
+    each threshold: seconds since fitting began (validation included; process start-up and the final test not). A resumed run counts on from its checkpoint's clock. Runs without `val/acc` log nothing.
+    """
+
+    def __init__(self, thresholds=(0.8, 0.85, 0.9, 0.92, 0.93, 0.94)):
+        self.thresholds = sorted(float(t) for t in thresholds)
+        self.reached: dict[float, float] = {}
+        self._before = 0.0  # seconds already trained before this process (a resumed run)
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._start = time.perf_counter()
+
+    def seconds(self) -> float:
+        return self._before + time.perf_counter() - self._start
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # the epoch's validation ran before this hook, and its val/acc is in the callback metrics by now (a
+        # callback's on_validation_epoch_end runs before the task has logged it)
+        acc = trainer.callback_metrics.get("val/acc")
+        if acc is None:
+            return
+        for threshold in self.thresholds:
+            if threshold not in self.reached and float(acc) >= threshold:
+                self.reached[threshold] = self.seconds()
+                pl_module.log(f"perf/seconds_to_val_acc_{threshold:.2f}", self.reached[threshold], rank_zero_only=True)
+
+    def state_dict(self) -> dict:
+        return {"seconds": self.seconds() if hasattr(self, "_start") else self._before,
+                "reached": {str(t): s for t, s in self.reached.items()}}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self._before = state_dict["seconds"]
+        self.reached = {float(t): s for t, s in state_dict["reached"].items()}
+
+
 def images_in(batch) -> int:
     """The images of a training batch: (images, labels), or {"labeled": ..., "unlabeled": ...} (semi-supervised)."""
     if isinstance(batch, dict):

@@ -26,7 +26,7 @@ INFRA_KEYS = (
     "callbacks.model_checkpoint.dirpath", "callbacks.model_checkpoint.filename",
     "callbacks.model_checkpoint.save_last", "callbacks.model_checkpoint.auto_insert_metric_name",
     "callbacks.lr_monitor", "callbacks.progress_bar", "callbacks.model_summary",
-    "callbacks.classification_report", "callbacks.epoch_summary", "callbacks.logged_model",
+    "callbacks.classification_report", "callbacks.epoch_summary", "callbacks.logged_model", "callbacks.time_to_accuracy",
 )
 
 

@@ -9,13 +9,16 @@ PyTorch loop (scripts/plain_loop.py) doing the same work.
     imgrec bench mode=vs_plain pairs=5 model=cnn trainer.max_epochs=3
     imgrec bench mode=fast_recipe                  # experiment=fmnist_fast vs the plain loop's 3 fp32 epochs of keras_cnn
     imgrec bench mode=ablation                     # experiment=fmnist_fast with each ingredient taken out
+    imgrec bench mode=time_to_accuracy             # test accuracy against wall time: the recipe ladder
 
 throughput: each model trains for `warmup` + `steps` batches of real data (data loading, normalization,
 augmentation, forward, backward, optimizer step, metric updates); only the last `steps` are timed.
 
 vs_plain, fast_recipe: whole processes, timed from start to exit: `python train.py OVERRIDES` and
 `python scripts/plain_loop.py OVERRIDES`, alternating which goes first, `pairs` times; the medians of each and
-their ratio. ablation: one whole run of experiment=fmnist_fast per ingredient taken out. Runs are tracked in a
+their ratio. ablation: one whole run of experiment=fmnist_fast per ingredient taken out. time_to_accuracy: one
+whole run of each recipe of the ladder (the default job, experiment=fmnist_fast, the plain loop's 3 fp32 epochs),
+their test accuracy against wall time in a PNG (time_to_accuracy.png). Runs are tracked in a
 throwaway MLflow store (created before the first timing, as a user's store already exists), so the real one
 stays clean. The table goes to outputs/bench/<mode>/ (bench.md, bench.csv). Run it alone: two jobs at once on
 two cores measure each other.
@@ -38,12 +41,12 @@ from imgrec.config import compose
 from imgrec.errors import ConfigError, ImgrecError
 from imgrec.jobs import Job, Verb
 from imgrec.progress import images_in
-from imgrec.report import Column, Report, Section, Table, text_column
+from imgrec.report import Column, Figure, Report, Section, Table, figure, text_column
 from imgrec.tracking.store import open_store
 from imgrec.train import train
 
 FAMILIES = [m for m in config.options("model") if m != "transfer"]
-MODES = ("throughput", "vs_plain", "fast_recipe", "ablation")
+MODES = ("throughput", "vs_plain", "fast_recipe", "ablation", "time_to_accuracy")
 REPO = Path(__file__).resolve().parents[3]  # train.py and scripts/plain_loop.py (a checkout)
 VS_PLAIN = ["model=keras_cnn", "trainer.max_epochs=2"]  # the Keras MNIST convnet, 2 epochs
 # the budget of experiment=fmnist_fast: the plain loop's 3 epochs of the Keras convnet as first measured (fp32)
@@ -62,6 +65,11 @@ ABLATION = {
     "validating every epoch on 5,000 images": ["trainer.check_val_every_n_epoch=1", "data.val_size=5000"],
     "with random crops (padding 2)": ["data.augment.crop_padding=2"],
 }
+
+
+# time_to_accuracy: the recipes, each a whole process of the pipeline (train.py) or of the plain loop
+LADDER = {"the default job": ("pipeline", []), "experiment=fmnist_fast": ("pipeline", ["experiment=fmnist_fast"]),
+          "plain loop, keras_cnn, 3 fp32 epochs": ("plain", FAST_BUDGET)}
 
 
 class Throughput(L.Callback):
@@ -156,6 +164,35 @@ def ablation(overrides: list[str]) -> Section:
                    table=Table("bench", columns, rows))
 
 
+def time_to_accuracy(overrides: list[str]) -> tuple[Section, Figure]:
+    rows = []
+    with tempfile.TemporaryDirectory() as scratch:
+        open_store(f"sqlite:///{scratch}/mlruns/mlflow.db")
+        for recipe, (kind, args) in LADDER.items():
+            script = REPO / ("train.py" if kind == "pipeline" else "scripts/plain_loop.py")
+            seconds, out = timed([sys.executable, str(script), *args, *overrides], Path(scratch))
+            accuracy = test_acc(out) if kind == "pipeline" else json.loads(out.strip().splitlines()[-1])["test_acc"]
+            print(f"{recipe}: test acc {accuracy:.4f}, {seconds:.1f} s", flush=True)
+            rows.append({"recipe": recipe, "wall_s": seconds, "test_acc": accuracy})
+    columns = [text_column("recipe", "recipe"), Column("wall s", "wall_s", ".1f"), Column("test acc", "test_acc", ".4f")]
+    text = ("Test accuracy against whole-process wall time (start to exit, one run each, seed 0" +
+            (f"; {' '.join(overrides)}" if overrides else "") + ").")
+    return Section(text=text, table=Table("bench", columns, rows)), Figure("time_to_accuracy.png",
+                                                                          lambda: ladder_figure(rows))
+
+
+def ladder_figure(rows: list[dict]):
+    fig, ax = figure()
+    for row in rows:
+        ax.scatter(row["wall_s"], row["test_acc"] * 100, s=40)
+        ax.annotate(row["recipe"], (row["wall_s"], row["test_acc"] * 100), textcoords="offset points", xytext=(6, 4),
+                    fontsize=8)
+    ax.set(xlabel="wall time, whole process (s)", ylabel="test accuracy (%)", title="Time to accuracy on this machine")
+    ax.set_xlim(left=0)
+    ax.grid(alpha=0.3)
+    return fig
+
+
 def throughput(models: list[str], steps: int, warmup: int, overrides: list[str]) -> Section:
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
@@ -170,6 +207,7 @@ def throughput(models: list[str], steps: int, warmup: int, overrides: list[str])
 
 def run(job: Job) -> Report:
     cfg, overrides = job.cfg, job.train_overrides
+    figures: list[Figure] = []
     if cfg.mode not in MODES:
         raise ConfigError(f"mode must be one of {', '.join(MODES)}, got {cfg.mode!r}")
     if cfg.mode == "throughput":
@@ -182,9 +220,12 @@ def run(job: Job) -> Report:
         section = side_by_side(overrides or VS_PLAIN, overrides or VS_PLAIN, cfg.pairs)
     elif cfg.mode == "fast_recipe":
         section = side_by_side(["experiment=fmnist_fast", *overrides], FAST_BUDGET, cfg.pairs)
-    else:
+    elif cfg.mode == "ablation":
         section = ablation(overrides)
-    report = Report(f"Training speed: {cfg.mode}", [section], name="bench")
+    else:
+        section, plot = time_to_accuracy(overrides)
+        figures.append(plot)
+    report = Report(f"Training speed: {cfg.mode}", [section], name="bench", figures=figures)
     report.publish(Path(cfg.paths.root) / "outputs" / "bench" / cfg.mode)
     return report
 

@@ -14,7 +14,7 @@ from mlflow import MlflowClient
 from PIL import Image
 
 from imgrec.deploy import export
-from imgrec.deploy.images import read_image
+from imgrec.deploy.images import batches, find_inputs, read_image
 from imgrec.hub import load_model
 from tests.conftest import cli, free_port, runs, wait_for
 from tests.conftest import model_job_args as common
@@ -60,6 +60,53 @@ def test_predict_reads_every_layout_names_what_it_cannot_read_and_matches_the_mo
     with pytest.raises(SystemExit):
         cli("predict", *common(trained_classifier), f"inputs={folder}/*.png", f"output={as_json}", "topk=1")
     assert [Path(r["file"]).name for r in json.loads(as_json.read_text())] == ["gray.png"]
+
+
+def hostile_folder(root: Path) -> tuple[Path, dict[str, np.ndarray]]:
+    """Files from the wild: (the folder, the 8-bit gray or RGB pixels each readable file should give)."""
+    folder = root / "wild"
+    folder.mkdir()
+    gray16 = (np.arange(28 * 28).reshape(28, 28) * 83).astype(np.uint16)
+    Image.fromarray(gray16).save(folder / "gray16.png")
+    Image.new("CMYK", (28, 28), (0, 255, 0, 0)).save(folder / "cmyk.jpg")
+    palette = Image.new("P", (28, 28), 1)
+    palette.putpalette([255, 0, 0, 0, 255, 0] + [0] * 762)
+    palette.paste(0, (0, 0, 14, 28))  # left half red, right half the transparent colour (green)
+    palette.save(folder / "palette.png", transparency=1)
+    frames = [Image.new("L", (28, 28), value) for value in (40, 200)]
+    frames[0].save(folder / "animated.gif", save_all=True, append_images=frames[1:])
+    noise = np.random.default_rng(0).integers(0, 256, (28, 28), dtype=np.uint8)
+    Image.fromarray(noise).save(folder / "whole.png")
+    (folder / "truncated.png").write_bytes((folder / "whole.png").read_bytes()[:400])  # of about 850
+    (folder / "empty.png").write_bytes(b"")
+    Image.new("L", (100, 100)).save(folder / "bomb.png")  # a bomb under the test's MAX_IMAGE_PIXELS
+    np.save(folder / "pickled.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    (folder / "loop.png").symlink_to(folder / "loop.png")
+    red_left = np.zeros((28, 28, 3), np.uint8)
+    red_left[:, :14, 0] = 255  # the transparent half composited over black
+    expected = {"gray16.png": np.round(gray16 / 257), "cmyk.jpg": np.asarray(Image.open(folder / "cmyk.jpg").convert("RGB")),
+                "palette.png": red_left, "animated.gif": np.full((28, 28), 40), "whole.png": noise}
+    return folder, expected
+
+
+def test_files_from_the_wild_are_read_or_named_one_line_each(tmp_path, monkeypatch):
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 4000)  # Pillow refuses images above twice its limit
+    folder, expected = hostile_folder(tmp_path)
+    paths = find_inputs(str(folder))
+    for channels in (1, 3):
+        ((good, images, errors),) = list(batches(paths, (channels, 28, 28), size=len(paths)))
+        assert sorted(p.name for p in good) == sorted(expected)
+        named = {line.split(":")[0].rsplit("/", 1)[-1]: line for line in errors}
+        assert sorted(named) == ["bomb.png", "empty.png", "loop.png", "pickled.npy", "truncated.png"]
+        assert "decompression bomb" in named["bomb.png"] and all("\n" not in line for line in errors)
+        for path, image in zip(good, images):
+            pixels = expected[path.name]
+            if channels == 3 and pixels.ndim == 2:
+                pixels = np.repeat(pixels[..., None], 3, axis=2)
+            if channels == 1 and pixels.ndim == 3:
+                pixels = np.asarray(Image.fromarray(pixels.astype(np.uint8), "RGB").convert("L"))
+            want = torch.from_numpy(pixels.astype(np.float32) / 255).reshape(28, 28, channels).permute(2, 0, 1)
+            assert torch.allclose(image, want, atol=1 / 255 + 1e-6), path.name
 
 
 def test_a_command_line_without_an_image_folder_is_one_line_and_leaves_no_run(trained_classifier, tmp_path):
@@ -119,6 +166,54 @@ def test_a_registered_model_loads_everywhere_and_serves_what_predict_says(traine
     for row, probs in zip(served, expected):
         assert row["pred"] == original.class_names[int(probs.argmax())]
         assert [row[name] for name in original.class_names] == pytest.approx(probs.tolist(), abs=1e-5)
+
+
+def bad_requests(shape: tuple[int, ...]) -> dict[str, tuple[object, int]]:
+    """name: (the body, as JSON-able or raw bytes, and the status it must get)."""
+    good = np.full((2, *shape), 0.5).tolist()
+    return {"a wrong shape": ({"inputs": np.full((2, shape[0], 5, 5), 0.5).tolist()}, 422),
+            "NaN": (json.dumps({"inputs": np.full((1, *shape), np.nan).tolist()}).encode(), 400),
+            "infinity": (json.dumps({"inputs": np.full((1, *shape), np.inf).tolist()}).encode(), 400),
+            "strings": ({"inputs": [["a"] * 3]}, 400),
+            "no inputs key": ({"instances_of_nothing": good}, 400),
+            "an empty batch": ({"inputs": []}, 400),
+            "values above 1": ({"inputs": (np.array(good) * 255).tolist()}, 400),
+            "not JSON": (b"{inputs", 400),
+            "12 MB": (b" " * (12 * 2**20), 413)}
+
+
+@pytest.mark.slow
+def test_the_server_answers_a_burst_and_refuses_bad_requests_one_line_each(trained_classifier, tmp_path):
+    import requests
+
+    from imgrec.deploy.load import hammer
+
+    cli("export", *common(trained_classifier), "register=tiny", "alias=champion", "data.root=/nowhere")
+    port, shape = free_port(), trained_classifier["in_shape"]
+    if port is None:
+        pytest.skip("no loopback port to bind")
+    url = f"http://127.0.0.1:{port}/invocations"
+    good = {"inputs": np.full((2, *shape), 0.5).tolist()}
+    server = subprocess.Popen([Path(sys.executable).parent / "imgrec", "serve", "model=models:/tiny@champion",
+                               f"port={port}", f"logger.tracking_uri={trained_classifier['tracking']}"], cwd=tmp_path,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(server, lambda: requests.post(url, json=good, timeout=5), "imgrec serve")
+        load = hammer(url, shape, requests=200, clients=8)
+        print(json.dumps(load))  # p50 / p99 for the record (-s shows it); not asserted: speed belongs in benchmarks
+        assert load["ok"] == 200 and load["other_statuses"] == {}
+        for name, (body, status) in bad_requests(shape).items():
+            raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+            answer = requests.post(url, data=raw, headers={"Content-Type": "application/json"}, timeout=30)
+            message = answer.json()["message"]
+            assert answer.status_code == status and "\n" not in message and len(message) < 300, (name, answer.text)
+            assert requests.post(url, json=good, timeout=10).status_code == 200, f"no answer after {name}"
+        chunked = requests.post(url, data=(b" " * 2**20 for _ in range(12)), timeout=30,
+                                headers={"Content-Type": "application/json"})  # no Content-Length: counted
+        assert chunked.status_code == 413 and requests.post(url, json=good, timeout=10).status_code == 200
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
 
 
 @pytest.mark.slow

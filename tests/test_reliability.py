@@ -1,6 +1,7 @@
 """No run lost: concurrent starts on a fresh store, kill -9 at any point, exact resume, damaged checkpoints,
 a tracking server on PostgreSQL with parallel writers, and the torchrun launcher."""
 
+import errno
 import os
 import platform
 import socket
@@ -9,10 +10,13 @@ import sys
 import time
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
 from mlflow import MlflowClient
+from omegaconf import DictConfig
 
+from imgrec.errors import CheckpointWriteError, one_line
 from imgrec.tasks.classification import ClassificationTask
 from imgrec.tracking import store
 from imgrec.train import train
@@ -166,6 +170,36 @@ def test_a_damaged_last_checkpoint_falls_back_to_the_previous_one(make_cfg, mlfl
     assert resumed.info.run_id == killed.info.run_id and resumed.info.status == "FINISHED"
 
 
+@pytest.mark.parametrize("error", [errno.ENOSPC, errno.EROFS])
+def test_a_checkpoint_that_cannot_be_written_fails_the_run_in_one_line_and_keeps_the_previous(
+        error, make_cfg, mlflow_client, idx_root, monkeypatch):
+    base = ["data=mnist", f"data.root={idx_root}", "trainer.max_epochs=3"]
+    real_save, saves = torch.save, []
+
+    def disk_full_from_epoch_2(obj, file, *args, **kwargs):  # epoch 1 writes epoch_000.ckpt and last.ckpt
+        saves.append(getattr(file, "name", file))
+        if len(saves) > 2:
+            file.write(b"half a checkpoint")
+            raise OSError(error, os.strerror(error))
+        return real_save(obj, file, *args, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(torch, "save", disk_full_from_epoch_2)
+        with pytest.raises(CheckpointWriteError) as failure:
+            train(make_cfg(*base))
+    (failed,) = runs(mlflow_client)
+    folder = Path(failed.data.tags["imgrec.checkpoint_dir"])
+    message = one_line(failure.value)
+    assert failed.info.status == "FAILED" and message == str(failure.value) and os.strerror(error) in message
+    assert message.startswith(str(folder))  # names the file it could not write
+    assert sorted(p.name for p in folder.iterdir()) == ["epoch_000.ckpt", "last.ckpt"]  # no partial file left
+    assert torch.load(folder / "last.ckpt", weights_only=False)["epoch"] == 0  # the previous one, whole
+    train(make_cfg(*base, "ckpt_path=last"))
+    (resumed,) = runs(mlflow_client)
+    assert resumed.info.run_id == failed.info.run_id and resumed.info.status == "FINISHED"
+    assert mlflow_client.get_metric_history(resumed.info.run_id, "fit/epochs")[-1].value == 3
+
+
 def test_checkpoints_carry_the_random_generators(make_cfg, mlflow_client, idx_root):
     train(make_cfg("data=mnist", f"data.root={idx_root}"))
     (run,) = runs(mlflow_client)
@@ -181,33 +215,54 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def mlflow_server(postgres_url, tmp_path):
-    """`mlflow server` on loopback, backed by PostgreSQL, serving artifacts itself (as a team would run it)."""
-    port = free_port()
-    server = subprocess.Popen(
-        [Path(sys.executable).parent / "mlflow", "server", "--backend-store-uri", postgres_url,
-         "--artifacts-destination", str(tmp_path / "server-artifacts"), "--host", "127.0.0.1", "--port", str(port),
-         "--workers", "2"], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                break
-        except OSError:
-            if server.poll() is not None:
-                pytest.skip(f"mlflow server did not start: {server.stderr.read()[-500:]}")
-            time.sleep(1)
-    else:
-        server.kill()
+class MlflowServer:
+    """`mlflow server` on loopback, backed by PostgreSQL, serving artifacts itself (as a team would run it); it can
+    be stopped and started again on the same port and database, as a restarted server is."""
+
+    def __init__(self, postgres_url: str, folder: Path):
+        self.postgres_url, self.folder, self.port = postgres_url, folder, free_port()
+        self.url, self.process = f"http://127.0.0.1:{self.port}", None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [Path(sys.executable).parent / "mlflow", "server", "--backend-store-uri", self.postgres_url,
+             "--artifacts-destination", str(self.folder / "server-artifacts"), "--host", "127.0.0.1",
+             "--port", str(self.port), "--workers", "2"],
+            cwd=self.folder, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                    return
+            except OSError:
+                if self.process.poll() is not None:
+                    pytest.skip(f"mlflow server did not start: {self.process.stderr.read()[-500:]}")
+                time.sleep(1)
+        self.stop()
         pytest.skip("mlflow server did not answer within 120 s")
-    yield url
-    server.terminate()
-    try:
-        server.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        server.kill()
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+        self.process = None
+
+
+@pytest.fixture
+def tracking_server(postgres_url, tmp_path):
+    server = MlflowServer(postgres_url, tmp_path)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def mlflow_server(tracking_server):
+    return tracking_server.url
 
 
 @pytest.mark.slow
@@ -239,3 +294,96 @@ def test_torchrun_launches_two_ranks_that_track_one_run(tmp_path, idx_root):
     per_class = Path(client(tmp_path).download_artifacts(run.info.run_id, "per_class_metrics.csv")).read_text()
     support = sum(int(line.rsplit(",", 1)[1]) for line in per_class.splitlines()[1:])
     assert support == 64  # every test image of both ranks' shards: the metrics are the whole world's
+
+
+class ServerOutage(L.Callback):
+    """Stops the tracking server when epoch `at` begins; starts it again when training ends (if `back`), before the
+    test; records each epoch's wall time."""
+
+    def __init__(self, server: MlflowServer, at: int, back: bool):
+        self.server, self.at, self.back, self.epoch_seconds = server, at, back, []
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        if trainer.current_epoch == self.at:
+            self.server.stop()
+        self.started = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        self.epoch_seconds.append(time.perf_counter() - self.started)
+
+    def on_train_end(self, trainer, pl_module):
+        if self.back:
+            self.server.start()
+
+
+def outage_run(tracking_server, make_cfg, idx_root, back: bool, *more: str) -> tuple[DictConfig, ServerOutage]:
+    outage = ServerOutage(tracking_server, at=1, back=back)
+    cfg = make_cfg("data=mnist", f"data.root={idx_root}", "trainer.max_epochs=4", "logger.artifact_location=null",
+                   f"logger.tracking_uri={tracking_server.url}", *more)
+    train(cfg, callbacks=[outage])
+    print("epoch seconds:", [round(s, 2) for s in outage.epoch_seconds])  # for the record; not asserted
+    return cfg, outage
+
+
+def assert_whole(client: MlflowClient, run) -> None:
+    run_id = run.info.run_id
+    assert run.info.status == "FINISHED"
+    assert [m.step for m in client.get_metric_history(run_id, "val/acc")] == sorted(
+        m.step for m in client.get_metric_history(run_id, "val/acc")) and len(
+        client.get_metric_history(run_id, "val/acc")) == 4  # every epoch's
+    assert {"test/acc", "fit/epochs", "perf/train_img_per_s"} <= set(run.data.metrics)
+    artifacts = {a.path for a in client.list_artifacts(run_id)}
+    assert {"per_class_metrics.csv", "last"} <= artifacts  # reports and checkpoints: on the server
+    assert run.outputs.model_outputs  # the run's MLflow model
+
+
+@pytest.mark.slow
+def test_a_run_trains_through_a_tracking_server_outage_and_sends_everything_when_it_is_back(
+        tracking_server, make_cfg, idx_root, caplog):
+    with caplog.at_level("WARNING"):
+        cfg, outage = outage_run(tracking_server, make_cfg, idx_root, back=True)
+    assert len(outage.epoch_seconds) == 4  # epochs 2-4 trained while the server was down
+    assert "is unreachable" in caplog.text and "is back" in caplog.text
+    remote = MlflowClient(tracking_server.url)
+    (run,) = runs(remote)
+    assert_whole(remote, run)
+    assert not (Path(cfg.paths.output_dir) / "mlflow_spool").exists()  # nothing left behind
+
+
+@pytest.mark.slow
+def test_a_run_whose_server_stays_away_keeps_its_logs_and_sync_sends_them_into_the_same_run(
+        tracking_server, make_cfg, idx_root, caplog, capsys):
+    from tests.conftest import cli
+
+    with caplog.at_level("WARNING"):
+        cfg, _ = outage_run(tracking_server, make_cfg, idx_root, False, "logger.offline_wait_s=1")
+    spool = Path(cfg.paths.output_dir) / "mlflow_spool"
+    said = [r.getMessage() for r in caplog.records if "imgrec sync" in r.getMessage()]
+    assert len(said) == 1 and str(spool) in said[0] and "\n" not in said[0]  # one line, naming the spool
+    assert (spool / "writes.jsonl").is_file()
+    tracking_server.start()
+    remote = MlflowClient(tracking_server.url)
+    (run,) = runs(remote)
+    assert run.info.status == "RUNNING"  # what it logged before the outage, and no more
+    cli("sync", f"paths.root={cfg.paths.root}")
+    (run,) = runs(remote)
+    assert_whole(remote, run)
+    assert not spool.exists()
+
+
+def test_a_spooled_write_keeps_its_mlflow_entities_and_refuses_anything_else():
+    from mlflow.entities import Metric, Param, RunTag
+
+    from imgrec.tracking.spool import Write
+
+    write = Write("log_batch", ["run"], {"metrics": [Metric("val/acc", 0.5, 7, 3)], "params": [Param("lr", "0.1")],
+                                         "tags": [RunTag("t", "x")]})
+    back = Write.from_json(write.to_json())
+    assert back.method == "log_batch" and back.args == ["run"]
+    assert [(m.key, m.value, m.timestamp, m.step) for m in back.kwargs["metrics"]] == [("val/acc", 0.5, 7, 3)]
+    assert (back.kwargs["params"][0].value, back.kwargs["tags"][0].key) == ("0.1", "t")
+    with pytest.raises(ValueError, match="not a write"):
+        Write.from_json('{"method": "delete_run", "args": ["run"], "kwargs": {}}')
+    hostile = write.to_json().replace('"service_pb2:Metric"', '"os.path:Metric"')
+    with pytest.raises(ValueError, match="not an MLflow message"):
+        Write.from_json(hostile)

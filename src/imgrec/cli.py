@@ -16,6 +16,7 @@ STUDY = {
     "cv": "k-fold cross-validation of a training config (folds=K)",
     "compare": "is A better than B: groups of runs with intervals, tests, verdicts",
     "bench": "training speed: images/s of the model families, or the pipeline against a plain loop",
+    "sync": "send what runs logged while their tracking server was unreachable (their spools)",
 }
 MODEL = {
     "evaluate": "its test metrics on its own or another dataset's test split",

@@ -20,6 +20,10 @@ class DataFileError(ImgrecError):
     """A dataset file is truncated, corrupted or not in the expected format; the message names it."""
 
 
+class CheckpointWriteError(ImgrecError):
+    """A checkpoint could not be written (no space, a read-only folder); the message names it."""
+
+
 def one_line(err: BaseException) -> str:
     """An exception's message collapsed onto one line (for the one-line errors above)."""
     return " ".join(str(err).split()) or type(err).__name__

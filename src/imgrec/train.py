@@ -18,10 +18,12 @@ from imgrec.config import config_errors
 from imgrec.data.synthetic import SyntheticSamples
 from imgrec.errors import ConfigError
 from imgrec.models.spec import NetSpec
+from imgrec.tasks.checkpointing import AtomicCheckpointIO
 from imgrec.tracking import run as tracking
+from imgrec.tracking import spool
 from imgrec.tracking.datasets import log_dataset
 from imgrec.tracking.identity import choice_tags, config_hash
-from imgrec.tracking.store import open_store
+from imgrec.tracking.store import open_store, reap_orphans
 from imgrec.validation import validate
 
 log = logging.getLogger(__name__)
@@ -48,7 +50,10 @@ def train(cfg: DictConfig, callbacks: Sequence[L.Callback] = (), tags: dict[str,
     datamodule.load()  # missing or corrupted data and a split that does not fit fail here, before any MLflow run
     task = build_task(cfg, datamodule)
 
-    client = open_store(cfg.logger.tracking_uri)  # created once under a lock; orphaned runs ended KILLED
+    client = open_store(cfg.logger.tracking_uri, reap=False)  # created once under a lock
+    if spool.is_remote(cfg.logger.tracking_uri):  # what earlier runs could not send to this server (their end too)
+        spool.send_spools(Path(cfg.paths.root) / "outputs", cfg.logger.tracking_uri, quiet=True)
+    reap_orphans(client)  # runs left RUNNING by a dead process: ended KILLED
     # Created here, where losing the race to another process is handled; Lightning's logger then finds it.
     tracking.experiment_id(client, cfg.logger.experiment_name, cfg.logger.get("artifact_location"))
     resume = resolve_resume(cfg, client, config_id)
@@ -66,7 +71,8 @@ def train(cfg: DictConfig, callbacks: Sequence[L.Callback] = (), tags: dict[str,
         logger = instantiate(cfg.logger, run_name=run_name(), run_id=resume.run_id if resume else None)
     with config_errors("trainer"):
         trainer: L.Trainer = instantiate(trainer_config(cfg.trainer), callbacks=callbacks, logger=logger,
-                                         enable_progress_bar=bar, enable_model_summary=False)  # callbacks.model_summary
+                                         enable_progress_bar=bar, enable_model_summary=False,  # callbacks.model_summary
+                                         plugins=[AtomicCheckpointIO()])
 
     ckpt_path = str(resume.checkpoint) if resume else cfg.ckpt_path
     if not trainer.is_global_zero:  # DDP ranks > 0 train and test; rank zero tracks

@@ -15,7 +15,12 @@ class LoggedModel(L.Callback):
         if not (trainer.is_global_zero and best and isinstance(pl_module, ClassificationTask)
                 and getattr(logger, "keeps_models", False) and pl_module.net_spec):
             return
+        spec = pl_module.net_spec
+        args = (logger.run_id, logger.tracking_uri, best, list(spec["in_shape"]), list(spec["class_names"]))
+        writer = logger.experiment
+        if hasattr(writer, "defer"):  # a remote server, which may be away: queued with the run's other writes
+            writer.defer("log_run_model", *args)
+            return
         from imgrec.deploy.pyfunc import log_run_model  # MLflow's pyfunc and pandas: only when a model is logged
 
-        spec = pl_module.net_spec
-        log_run_model(logger.run_id, logger.tracking_uri, best, spec["in_shape"], spec["class_names"])
+        log_run_model(*args)

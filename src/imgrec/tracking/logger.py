@@ -9,7 +9,17 @@ class RunLogger(MLFlowLogger):
     """Lightning's MLflow logger, except that it never ends the run: Lightning would mark it FINISHED when
     `fit` returns, before the test, so a crash during the test would leave a FINISHED run without test
     metrics. imgrec.tracking.run.tracked_run gives the run its final status instead; here only the checkpoints are
-    logged."""
+    logged. While the run is tracked, its writes go through `writer` (imgrec.tracking.spool: queued for a remote
+    server, which may go away; `offline_wait_s`: how long the run's end waits for it before spooling)."""
+
+    def __init__(self, *args, offline_wait_s: float = 30.0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.offline_wait_s, self.writer = offline_wait_s, None
+
+    @property
+    def experiment(self):
+        client = super().experiment
+        return client if self.writer is None else self.writer
 
     def finalize(self, status: str = "success") -> None:
         if self._initialized and self._checkpoint_callback:

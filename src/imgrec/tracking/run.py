@@ -26,6 +26,7 @@ from omegaconf.errors import OmegaConfBaseException
 from imgrec.console import command_line
 from imgrec.tracking.identity import CONFIG_HASH_TAG, RECIPE_HASH_TAG
 from imgrec.tracking.query import find_runs
+from imgrec.tracking.spool import spooling
 from imgrec.tracking.store import heartbeat, process_tags
 
 log = logging.getLogger(__name__)
@@ -177,14 +178,20 @@ def lifecycle(client: MlflowClient, run_id: str) -> Iterator[None]:
 @contextmanager
 def tracked_run(logger, cfg: DictConfig, tags: dict[str, str], resumed: bool) -> Iterator[str]:
     """A training run (`logger`: its imgrec.tracking.logger.RunLogger): its params (unless resumed), tags and Hydra
-    files, then its lifecycle; yields its id."""
+    files, then its lifecycle; yields its id. Its writes to a remote server are queued (imgrec.tracking.spool)."""
     client, run_id = logger.experiment, logger.run_id  # the run exists from here on
     # Its owner first: a process killed from here on leaves a run that open_store() can tell is orphaned.
     client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in {**process_tags(), **tags}.items()])
-    if not resumed:
-        logger.log_hyperparams(flat_params(cfg))
-    hydra_dir = Path(tags["hydra.output_dir"]) / ".hydra"
-    if hydra_dir.is_dir():  # config.yaml, overrides.yaml, hydra.yaml
-        client.log_artifacts(run_id, str(hydra_dir), "hydra")
-    with lifecycle(client, run_id):
-        yield run_id
+    with spooling(client, logger.tracking_uri, run_id, Path(tags["hydra.output_dir"]), logger.offline_wait_s,
+                  say=log.warning) as writer:
+        logger.writer = writer
+        try:
+            if not resumed:
+                logger.log_hyperparams(flat_params(cfg))
+            hydra_dir = Path(tags["hydra.output_dir"]) / ".hydra"
+            if hydra_dir.is_dir():  # config.yaml, overrides.yaml, hydra.yaml
+                writer.log_artifacts(run_id, str(hydra_dir), "hydra")
+            with lifecycle(writer, run_id):
+                yield run_id
+        finally:
+            logger.writer = None

@@ -1,16 +1,14 @@
-"""`imgrec serve model=models:/<name>@<alias> [port=5001] [host=127.0.0.1]`: an HTTP endpoint for a trained model.
+"""`imgrec serve model=models:/<name>@<alias> [port=5001] [host=127.0.0.1] [max_body_mb=10]`: an HTTP endpoint for
+a trained model.
 
-MLflow's model server (`mlflow models serve --env-manager local`: this environment, nothing downloaded) on the
-model's pyfunc (imgrec.deploy.pyfunc): POST /invocations with {"inputs": N x C x H x W floats in [0, 1]} answers
-one row per image, each class's probability and `pred`, the most probable class. The model is a registered
-one (`imgrec export model=runs:/<id> register=NAME` makes one), a version, or runs:/<run_id>: the MLflow model
-every classifier run logs. It runs until Ctrl-C.
+MLflow's model server (its scoring app, as `mlflow models serve --env-manager local` runs it: this environment,
+nothing downloaded) on the model's pyfunc (imgrec.deploy.pyfunc): POST /invocations with {"inputs": N x C x H x W
+floats in [0, 1]} answers one row per image, each class's probability and `pred`, the most probable class. Bad
+requests get a 4xx and one line before the model sees them (imgrec.deploy.server: a body above max_body_mb, a
+wrong shape, an empty batch, strings, NaN, values outside [0, 1]), and the server answers the next. The model is a
+registered one (`imgrec export model=runs:/<id> register=NAME` makes one), a version, or runs:/<run_id>: the
+MLflow model every classifier run logs. It runs until Ctrl-C.
 """
-
-import os
-import shutil
-import sys
-from pathlib import Path
 
 from imgrec.errors import ConfigError
 from imgrec.jobs import Job, Verb
@@ -41,15 +39,17 @@ def served_uri(uri: str, tracking_uri: str) -> str:
 
 
 def run(job: Job) -> None:
+    import mlflow
+
+    from imgrec.deploy.server import serve
+
     cfg = job.cfg
+    if not isinstance(cfg.max_body_mb, (int, float)) or cfg.max_body_mb <= 0:
+        raise ConfigError(f"max_body_mb: the largest request body in MB, a positive number, got {cfg.max_body_mb!r}")
     uri = served_uri(str(cfg.model), cfg.logger.tracking_uri)
-    bin_dir = Path(sys.executable).parent  # mlflow starts uvicorn from PATH, as in an activated venv
-    mlflow = shutil.which("mlflow", path=str(bin_dir)) or "mlflow"
-    env = {**os.environ, "MLFLOW_TRACKING_URI": cfg.logger.tracking_uri,
-           "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
-    command = [mlflow, "models", "serve", "-m", uri, "--env-manager", "local", "-h", str(cfg.host), "-p", str(cfg.port)]
+    mlflow.set_tracking_uri(cfg.logger.tracking_uri)
     print(f"serving {cfg.model} ({uri}) at http://{cfg.host}:{cfg.port}/invocations; Ctrl-C stops it", flush=True)
-    os.execve(mlflow, command, env)  # the server becomes this process: Ctrl-C and SIGTERM reach it directly
+    serve(uri, str(cfg.host), int(cfg.port), float(cfg.max_body_mb))
 
 
 VERB = Verb("serve", __doc__, run, takes_model=True, loads_model=False, interrupted="the server stopped")

@@ -77,6 +77,7 @@ class Job:
     verb: Verb
     cfg: DictConfig
     train_overrides: list[str] = field(default_factory=list)
+    own_overrides: list[str] = field(default_factory=list)  # the command line's overrides of the verb's config
 
     def execute(self) -> Report | None:
         """The verb's check, then its work."""
@@ -123,7 +124,7 @@ def open_job(verb: Verb, argv: Sequence[str]) -> Job:
         raise ConfigError(f"model=<uri> is required: {URI_FORMS}")
     if verb.takes_model and verb.loads_model:
         return ModelJob.open(verb, cfg, root_given="data.root" in {override_key(a) for a in own})
-    return Job(verb, cfg, train_overrides)
+    return Job(verb, cfg, train_overrides, own)
 
 
 def run_verb(verb: Verb, argv: Sequence[str] | None = None) -> Report | None:
@@ -414,12 +415,16 @@ class TrainJob:
             return training.train(cfg, callbacks=callbacks, tags=tags)
 
 
-def reuse_or_train(job: TrainJob, client, output_dir: Path, parent_id: str | None = None):
-    """The job's finished run: reused if there is one (see TrainJob), trained otherwise."""
-    run = job.finished_run(client)
+def reuse_or_train(job: TrainJob, client, output_dir: Path, parent_id: str | None = None, train: bool = True):
+    """The job's finished run: reused if there is one (see TrainJob; or the run a launcher trained for it), trained
+    otherwise (with `train`; without, its launcher job failed: an error)."""
+    started = job.started_run(client)
+    run = job.finished_run(client) or (started if started is not None and started.info.status == "FINISHED" else None)
     if run is not None:
         log.info("%s: reusing finished run %s", job.what, run.info.run_id)
         return run
+    if not train:
+        raise ImgrecError(f"{job.what}: its launcher job did not finish (see the launcher's line above)")
     log.info("%s: training", job.what)
     job.train(output_dir, parent_id)
     run = job.started_run(client)

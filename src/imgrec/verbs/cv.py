@@ -9,11 +9,14 @@ an interrupted cross-validation resumes, and a sweep can optimize the mean over 
 """
 
 import hashlib
+import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from mlflow.entities import Run
+from omegaconf import DictConfig, OmegaConf
 
+from imgrec import launch
 from imgrec.errors import ConfigError
 from imgrec.jobs import Job, TrainJob, Verb, reuse_or_train
 from imgrec.report import Column, Figure, Report, Section, Table, figure, text_column
@@ -21,13 +24,15 @@ from imgrec.stats import describe
 from imgrec.tracking.driver_run import DriverRun
 from imgrec.tracking.store import open_store
 
+log = logging.getLogger(__name__)
 CV_TAG, FOLD_TAG = "imgrec.cv", "imgrec.fold"
 SHOWN = ("val/acc", "test/acc", "val/loss", "test/loss")  # the per-fold table's columns, with the optimized metric
 
 
 class CrossValidation:
     def __init__(self, folds: int, train_overrides: Sequence[str], experiment: str | None = None,
-                 parent_tags: Mapping[str, str] | None = None, out_dir: Path | None = None):
+                 parent_tags: Mapping[str, str] | None = None, out_dir: Path | None = None,
+                 launcher: DictConfig | None = None):
         """`parent_tags`: more tags of the parent run (a sweep nests it under its own); `out_dir`: where the
         fold runs and the report go (default outputs/cv/<cv id>/). Every fold composes now: a typo fails here."""
         if not isinstance(folds, int) or isinstance(folds, bool) or folds < 2:
@@ -42,6 +47,8 @@ class CrossValidation:
         base = self.jobs[0].cfg
         self.out_dir = out_dir or Path(base.paths.root) / "outputs" / "cv" / self.cv_id
         self.metric = str(base.optimized_metric)
+        self.launcher = launcher if launcher is not None else OmegaConf.create({"kind": "local"})
+        launch.check(self.launcher, base.logger.tracking_uri)
         self.client = open_store(base.logger.tracking_uri)
 
     def run(self) -> tuple[float | None, Report]:
@@ -52,7 +59,11 @@ class CrossValidation:
             extra_tags={"command": " ".join(["imgrec cv", f"folds={self.folds}", *self.train_overrides])},
             params={"folds": self.folds, "overrides": " ".join(self.train_overrides)})
         with parent.running():
-            runs = [reuse_or_train(job, self.client, self.out_dir / job.name, parent.run_id) for job in self.jobs]
+            folds = [(job, self.out_dir / job.name) for job in self.jobs]
+            for line in launch.train_all(folds, self.launcher, self.client, parent.run_id, self.out_dir / "launch"):
+                log.warning("launcher: %s", line)
+            local = self.launcher.kind == "local"
+            runs = [reuse_or_train(job, self.client, out, parent.run_id, train=local) for job, out in folds]
             report = self.report(runs)
             report.publish(self.out_dir, parent)
         return report.metrics.get(f"{self.metric}_mean"), report
@@ -95,8 +106,8 @@ def box_plot(runs: Sequence[Run], names: Sequence[str], folds: int) -> Figure:
 
 
 def run(job: Job) -> Report:
-    return CrossValidation(job.cfg.folds, job.train_overrides, job.cfg.experiment).run()[1]
+    return CrossValidation(job.cfg.folds, job.train_overrides, job.cfg.experiment, launcher=job.cfg.launcher).run()[1]
 
 
-VERB = Verb("cv", __doc__, run, train_keys=("folds", "experiment"), plain_keys=("experiment",),
+VERB = Verb("cv", __doc__, run, train_keys=("folds", "experiment", "launcher"), plain_keys=("experiment",),
             interrupted="finished folds are kept; re-run the same command to train the rest")

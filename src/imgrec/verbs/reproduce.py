@@ -18,7 +18,7 @@ import logging
 import time
 from pathlib import Path
 
-from imgrec import config
+from imgrec import config, launch
 from imgrec.errors import DataFileError, DataNotFoundError, one_line
 from imgrec.jobs import Job, TrainJob, Verb, reuse_or_train
 from imgrec.report import Report
@@ -65,7 +65,7 @@ class Reproduction:
     or trained under the table's parent run, then the table written and logged."""
 
     def __init__(self, cfg, train_overrides: list[str]):
-        self.table = load_table(cfg)
+        self.table, self.launcher = load_table(cfg), cfg.launcher
         info = self.table.info
         self.user_overrides = train_overrides
         self.jobs = {(row.name, seed): self.job(row, seed) for row in self.table.rows if row.skip is None
@@ -78,6 +78,7 @@ class Reproduction:
         self.info = dataclasses.replace(info, data=str(base.data.get("name", "")))  # what ours were trained on
         self.root = Path(base.paths.root)
         self.tracking_uri = base.logger.tracking_uri
+        launch.check(self.launcher, self.tracking_uri)
         self.client = open_store(self.tracking_uri)
         self.experiment_id = experiment_id(self.client, self.table.experiment, base.logger.get("artifact_location"))
 
@@ -117,7 +118,7 @@ class Reproduction:
         for name in row.needs:
             if (name, seed) not in self.prerequisite_runs:
                 run = reuse_or_train(self.prerequisite_jobs[(name, seed)], self.client, self.run_dir(name, seed),
-                                     parent_id)
+                                     parent_id, train=self.launcher.kind == "local")
                 self.prerequisite_runs[(name, seed)] = run.info.run_id
         return self.job(row, seed, {name: self.prerequisite_runs[(name, seed)] for name in row.needs})
 
@@ -138,7 +139,7 @@ class Reproduction:
         for seed in range(self.info.seeds):
             try:
                 run = reuse_or_train(self.row_job(row, seed, parent_id), self.client, self.run_dir(row.name, seed),
-                                     parent_id)
+                                     parent_id, train=self.launcher.kind == "local")
             except (DataNotFoundError, DataFileError) as err:  # no data, no row: the rest of the table goes on
                 log.warning("row %s: %s", row.name, one_line(err))
                 result.reason, result.detail = "not run: data missing", one_line(err)
@@ -190,9 +191,31 @@ class Reproduction:
                 lines.append(f"{p.name}: {p.label} (`{' '.join(p.overrides)}`); runs {', '.join(runs)}")
         return lines
 
+    def train_on_launcher(self, parent_id: str) -> None:
+        """launcher != local: every row and prerequisite trained on the launcher first (prerequisites, and rows that
+        need none, then the rows built on them); the rows below then find their runs finished."""
+        if self.launcher.kind == "local":
+            return
+        folder = self.root / "outputs" / "launch" / f"table-{self.info.name}-{self.info.budget}"
+        first = [(job, self.run_dir(name, seed)) for (name, seed), job in self.prerequisite_jobs.items()]
+        first += [(self.jobs[(row.name, seed)], self.run_dir(row.name, seed)) for row in self.table.rows
+                  if row.skip is None and not row.needs for seed in range(self.info.seeds)]
+        failed = launch.train_all(first, self.launcher, self.client, parent_id, folder)
+        for (name, seed), job in self.prerequisite_jobs.items():
+            run = job.finished_run(self.client)
+            if run is not None:
+                self.prerequisite_runs[(name, seed)] = run.info.run_id
+        then = [(self.row_job(row, seed, parent_id), self.run_dir(row.name, seed)) for row in self.table.rows
+                if row.skip is None and row.needs for seed in range(self.info.seeds)
+                if all((n, seed) in self.prerequisite_runs for n in row.needs)]
+        failed += launch.train_all(then, self.launcher, self.client, parent_id, folder)
+        for line in failed:
+            log.warning("launcher: %s", line)
+
     def run(self) -> Report:
         parent = self.open_parent()
         with parent.running():
+            self.train_on_launcher(parent.run_id)
             results = [self.run_row(row, parent.run_id) for row in self.table.rows]
             report = table_report(self.info, results, self.prerequisite_lines())
             report.publish(self.root / "outputs" / "tables", parent)
@@ -204,7 +227,7 @@ def run(job: Job) -> Report:
     return Reproduction(job.cfg, job.train_overrides).run()
 
 
-VERB = Verb("reproduce", __doc__, run, train_keys=("table", "budget"),
+VERB = Verb("reproduce", __doc__, run, train_keys=("table", "budget", "launcher"),
             required={"table": "a published table of conf/table/ ({})".format(", ".join(config.options("table")))},
             choices={"table": config.options("table"), "budget": BUDGETS},
             interrupted="finished rows are kept; re-run the same command to train the rest")

@@ -33,7 +33,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from optuna.trial import TrialState
 
-from imgrec import config
+from imgrec import config, launch
 from imgrec.config import COMPOSE_ERRORS, hydra_message, override_key
 from imgrec.console import command_line
 from imgrec.errors import ConfigError, ImgrecError, one_line
@@ -518,10 +518,23 @@ def sweep(cfg: DictConfig, train_overrides: Sequence[str]) -> tuple[optuna.Study
 
 
 def run(job: Job) -> Report:
+    launcher = job.cfg.launcher
+    if launcher.kind != "local":  # launcher.workers sweep workers on one study, then the report of it
+        storage, base = str(job.cfg.sweep.storage or ""), config.compose(list(job.train_overrides), "unused")
+        launch.check(launcher, str(base.logger.tracking_uri))
+        if launcher.kind == "slurm" and not storage.startswith(("postgresql", "mysql")):
+            raise ConfigError(f"launcher=slurm: sweep.storage={storage or 'null (a SQLite file)'} cannot be shared by "
+                              "the nodes; give a database, sweep.storage=postgresql://user@host/db")
+        own = [a for a in job.own_overrides if not a.split("=", 1)[0].lstrip("+~").startswith("launcher")]
+        argv = [*own, *job.train_overrides, "launcher=local", "sweep.confirm_top=null", "sweep.confirm_seeds=null"]
+        failures = launch.run_workers("sweep", argv, launcher, Path(base.paths.root) / "outputs" / "launch")
+        report = sweep(job.cfg, job.train_overrides)[1]  # the budget is spent: the confirmation (if asked), the report
+        report.failures = [*report.failures, *failures]
+        return report
     return sweep(job.cfg, job.train_overrides)[1]
 
 
-VERB = Verb("sweep", __doc__, run, train_keys=("sweep",),
+VERB = Verb("sweep", __doc__, run, train_keys=("sweep", "launcher"),
             required={"sweep": "a search space of conf/sweep/ ({})".format(", ".join(config.options("sweep")))},
             choices={"sweep": config.options("sweep")},
             interrupted="the running trial is queued again; re-run the same command to resume")

@@ -568,3 +568,45 @@ def test_the_dashboard_serves_every_study_of_the_storage(tmp_path):
         server.terminate()
         server.wait(timeout=30)
     assert sorted(s["study_name"] for s in studies) == ["cnn_kernel", "loss"]
+
+
+def test_a_database_that_goes_away_is_waited_for_not_a_failed_worker(tmp_path, monkeypatch, caplog):
+    import sqlalchemy
+
+    from imgrec.sweep.storage import PatientStorage
+
+    storage = PatientStorage(f"sqlite:///{tmp_path}/optuna.db")
+    study = optuna.create_study(storage=storage, study_name="restarts")
+    real, lost = storage.scoped_session, {"calls": 3}
+
+    class Lost:  # a session on a connection the restarting server closed
+        def query(self, *args, **kwargs):
+            raise sqlalchemy.exc.OperationalError("SELECT", {}, Exception("server closed the connection"))
+
+        def rollback(self):
+            pass
+
+        def close(self):
+            pass
+
+    class Restarting:  # the next 3 sessions are lost ones, then the server is back
+        def __call__(self):
+            if lost["calls"]:
+                lost["calls"] -= 1
+                return Lost()
+            return real()
+
+        def __getattr__(self, name):
+            return getattr(real, name)
+
+    storage.scoped_session = Restarting()
+    monkeypatch.setattr("imgrec.sweep.storage.time.sleep", lambda seconds: None)  # the backoff, not waited here
+    with caplog.at_level("WARNING"):
+        trial = study.ask()  # its calls fail 3 times, then the server is back
+    study.tell(trial, 0.5)
+    assert lost["calls"] == 0 and [t.value for t in study.trials] == [0.5]
+    assert "unreachable" in caplog.text and "is back" in caplog.text
+    storage.PATIENCE_S = 0.0  # out of patience: the error, as before
+    lost["calls"] = 1
+    with pytest.raises(optuna.exceptions.StorageInternalError):
+        storage.get_all_trials(study._study_id)

@@ -1,5 +1,6 @@
 """Where a study lives (SQLite, journal file, PostgreSQL/MySQL), its exact budget across workers, heartbeats."""
 
+import logging
 import random
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -16,6 +17,8 @@ from optuna.trial import TrialState
 from imgrec.errors import ConfigError
 from imgrec.repeating import repeating
 from imgrec.sweep.report import is_retry, is_surplus
+
+log = logging.getLogger(__name__)
 
 
 def file_of(url: str) -> Path | None:
@@ -51,7 +54,8 @@ def make_storage(url: str, spec: DictConfig) -> optuna.storages.BaseStorage:
     engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite:") else {"pool_pre_ping": True}
 
     def storage() -> optuna.storages.RDBStorage:
-        return optuna.storages.RDBStorage(
+        kind = optuna.storages.RDBStorage if path is not None else PatientStorage
+        return kind(
             url, engine_kwargs=engine, heartbeat_interval=spec.heartbeat_interval, grace_period=spec.grace_period,
             heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(spec.max_retry))
 
@@ -59,6 +63,50 @@ def make_storage(url: str, spec: DictConfig) -> optuna.storages.BaseStorage:
         with FileLock(f"{path}.lock", timeout=300):
             return storage()
     return retrying(storage)  # database servers: retry what lost the race to create the tables
+
+
+class PatientStorage(optuna.storages.RDBStorage):
+    """A database server's storage whose calls wait for the server when it goes away (a restart, a failover) instead
+    of failing the sweep worker: each call is tried again with backoff (1, 2, 4 ... 30 s) for up to `PATIENCE_S`;
+    pool_pre_ping then gives it a fresh connection. The worker's training goes on meanwhile (trial heartbeats and
+    reports wait)."""
+
+    PATIENCE_S = 900.0
+
+
+def patient(method: Callable) -> Callable:
+    def call(self, *args, **kwargs):
+        deadline, delay, failing = time.monotonic() + self.PATIENCE_S, 1.0, False
+        while True:
+            try:
+                result = method(self, *args, **kwargs)
+            except (sqlalchemy.exc.OperationalError, optuna.exceptions.StorageInternalError) as err:
+                lost = err if isinstance(err, sqlalchemy.exc.OperationalError) else err.__cause__
+                # the server away (Optuna wraps what a session raised); not a constraint or a bad query
+                if not isinstance(lost, sqlalchemy.exc.OperationalError) or time.monotonic() + delay > deadline:
+                    raise
+                if not failing:
+                    log.warning("the sweep's database is unreachable (%s); waiting for it", str(lost).splitlines()[0][:200])
+                failing = True
+                time.sleep(delay)
+                delay = min(delay * 2, 30.0)
+                continue
+            if failing:
+                log.warning("the sweep's database is back")
+            return result
+
+    call.__name__, call.__doc__ = method.__name__, method.__doc__
+    return call
+
+
+# its whole API, and the private calls Optuna's cache and heartbeats make on it
+PRIVATE = ("_create_new_trial", "_get_best_trial_id", "_get_stale_trial_ids", "_get_trials", "_set_trial_param")
+for _api in (optuna.storages.BaseStorage, optuna.storages._heartbeat.BaseHeartbeat):
+    for _name, _method in vars(_api).items():
+        if callable(_method) and not _name.startswith("_") and hasattr(optuna.storages.RDBStorage, _name):
+            setattr(PatientStorage, _name, patient(getattr(optuna.storages.RDBStorage, _name)))
+for _name in PRIVATE:
+    setattr(PatientStorage, _name, patient(getattr(optuna.storages.RDBStorage, _name)))
 
 
 def retrying(action: Callable[[], Any], attempts: int = 5) -> Any:

@@ -77,6 +77,9 @@ def test_train_help_says_what_training_does_where_runs_go_and_every_group(capsys
     (["bench", "mode=fast"],
      "error: mode must be one of throughput, vs_plain, fast_recipe, ablation, time_to_accuracy, got 'fast'"),
     (["serve", "model=path/to.ckpt"], "error: model: serve takes models:/<name>@<alias>, models:/<name>/<version> or"),
+    (["sync"], "error: nothing to send: no spool under "),
+    (["reproduce", "table=fashion_mnist", "launcher=processes", "launcher.workers=0"],
+     "error: launcher.workers: a positive number of workers, got 0"),
 ])
 def test_bad_input_to_a_verb_is_one_line_naming_what_is_wrong(args, message, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)

@@ -188,7 +188,7 @@ def ladder_figure(rows: list[dict]):
         ax.annotate(row["recipe"], (row["wall_s"], row["test_acc"] * 100), textcoords="offset points", xytext=(6, 4),
                     fontsize=8)
     ax.set(xlabel="wall time, whole process (s)", ylabel="test accuracy (%)", title="Time to accuracy on this machine")
-    ax.set_xlim(left=0)
+    ax.set_xlim(0, 1.45 * max(row["wall_s"] for row in rows))  # room for the labels right of the points
     ax.grid(alpha=0.3)
     return fig
 

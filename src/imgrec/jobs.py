@@ -418,8 +418,10 @@ class TrainJob:
 def reuse_or_train(job: TrainJob, client, output_dir: Path, parent_id: str | None = None, train: bool = True):
     """The job's finished run: reused if there is one (see TrainJob; or the run a launcher trained for it), trained
     otherwise (with `train`; without, its launcher job failed: an error)."""
-    started = job.started_run(client)
-    run = job.finished_run(client) or (started if started is not None and started.info.status == "FINISHED" else None)
+    run = job.finished_run(client)
+    if run is None:  # the run a launcher trained for this job, found by its token
+        started = job.started_run(client)
+        run = started if started is not None and started.info.status == "FINISHED" else None
     if run is not None:
         log.info("%s: reusing finished run %s", job.what, run.info.run_id)
         return run

@@ -160,11 +160,6 @@ class SpoolingClient:
             link_or_copy(source, kept)
         return kept
 
-    @property
-    def pending(self) -> int:
-        with self._changed:
-            return len(self._queue)
-
     def _send_all(self) -> None:
         delay = 1.0
         while True:

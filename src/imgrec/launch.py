@@ -34,6 +34,7 @@ from omegaconf import DictConfig
 
 from imgrec.errors import ConfigError, ImgrecError, one_line
 from imgrec.jobs import TrainJob
+from imgrec.report import write_atomically
 
 log = logging.getLogger(__name__)
 
@@ -126,9 +127,7 @@ class Queue:
         return json.loads((self.folder / "state.json").read_text())
 
     def _write(self, state: dict) -> None:
-        temporary = self.folder / "state.json.partial"
-        temporary.write_text(json.dumps(state))
-        os.replace(temporary, self.folder / "state.json")
+        write_atomically(self.folder / "state.json", json.dumps(state))
 
     def claim(self) -> tuple[int, dict] | None:
         """The next job nobody holds (never claimed, or claimed by a process that is gone), now this process's."""
@@ -266,7 +265,11 @@ def train_all(jobs: Sequence[tuple[TrainJob, Path]], launcher: DictConfig, clien
         return []
     log.info("launcher=%s: %d of %d jobs to train, %d at a time", launcher.kind, len(todo), len(jobs),
              launcher.workers)
-    specs = [spec_of(job, out, parent_id) for job, out in todo]
+    return dispatch([spec_of(job, out, parent_id) for job, out in todo], launcher, folder)
+
+
+def dispatch(specs: list[dict], launcher: DictConfig, folder: Path) -> list[str]:
+    """The specs on the launcher (not local), from a folder of this invocation; one line per failed one."""
     folder = folder / time.strftime("%Y-%m-%d_%H-%M-%S")
     if launcher.kind == "processes":
         return run_processes(specs, launcher.workers, folder)
@@ -276,12 +279,9 @@ def train_all(jobs: Sequence[tuple[TrainJob, Path]], launcher: DictConfig, clien
 def run_workers(verb: str, argv: Sequence[str], launcher: DictConfig, folder: Path) -> list[str]:
     """`launcher.workers` copies of `imgrec VERB argv` (sweep workers sharing one study) on the launcher; returns
     one line per worker that failed."""
+    log.info("launcher=%s: %d %s workers", launcher.kind, launcher.workers, verb)
     specs = [{"what": f"{verb} worker {i}", "verb": verb, "argv": list(argv)} for i in range(launcher.workers)]
-    folder = folder / time.strftime("%Y-%m-%d_%H-%M-%S")
-    log.info("launcher=%s: %d %s workers", launcher.kind, len(specs), verb)
-    if launcher.kind == "processes":
-        return run_processes(specs, launcher.workers, folder)
-    return run_submitit(specs, launcher, folder)
+    return dispatch(specs, launcher, folder)
 
 
 if __name__ == "__main__":  # python -m imgrec.launch worker QUEUE_FOLDER

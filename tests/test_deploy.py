@@ -13,6 +13,7 @@ import torch
 from mlflow import MlflowClient
 from PIL import Image
 
+from imgrec import hardware
 from imgrec.deploy import export
 from imgrec.deploy.images import batches, find_inputs, read_image
 from imgrec.hub import load_model
@@ -40,7 +41,8 @@ def test_predict_reads_every_layout_names_what_it_cannot_read_and_matches_the_mo
     folder = image_folder(tmp_path)
     output = tmp_path / "preds.csv"
     with pytest.raises(SystemExit) as exit_code:
-        cli("predict", *common(trained_classifier), f"inputs={folder}", f"output={output}", "topk=3")
+        cli("predict", *common(trained_classifier), f"inputs={folder}", f"output={output}", "topk=3",
+            "precision=32-true")  # fp32: compared to 1e-5 below
     assert exit_code.value.code == 1  # notes.png could not be read; the others were predicted
     assert "notes.png: not an image" in capsys.readouterr().err
     rows = list(csv.DictReader(output.open()))
@@ -148,7 +150,8 @@ def test_a_registered_model_loads_everywhere_and_serves_what_predict_says(traine
     if port is None:
         pytest.skip("no loopback port to bind")
     server = subprocess.Popen([Path(sys.executable).parent / "imgrec", "serve", "model=models:/tiny-cnn@champion",
-                               f"port={port}", f"logger.tracking_uri={trained_classifier['tracking']}"], cwd=tmp_path,
+                               f"port={port}", f"logger.tracking_uri={trained_classifier['tracking']}",
+                               "precision=32-true"], cwd=tmp_path,  # fp32: compared to 1e-5 below
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         import requests
@@ -219,10 +222,16 @@ def test_the_server_answers_a_burst_and_refuses_bad_requests_one_line_each(train
 @pytest.mark.slow
 def test_bench_inference_writes_its_table_and_logs_it(trained_classifier, tmp_path):
     cli("bench_inference", *common(trained_classifier), "latency_calls=20", "throughput_batches=2", "batch_size=16",
-           "calibration_images=32", "backends=[eager fp32,eager bf16 autocast,onnxruntime fp32]")
+           "calibration_images=32", "backends=[eager fp32,eager bf16 autocast,eager auto,onnxruntime fp32]")
     out = tmp_path / "outputs" / "bench_inference" / trained_classifier["run"].info.run_id
     rows = list(csv.DictReader((out / "inference.csv").open()))
-    assert [r["backend"] for r in rows] == ["eager fp32", "eager bf16 autocast", "onnxruntime fp32"]
+    assert [r["backend"] for r in rows] == ["eager fp32", "eager bf16 autocast", "eager auto", "onnxruntime fp32"]
     assert all(float(r["p50_ms"]) > 0 and float(r["img_per_s"]) > 0 for r in rows)
-    assert rows[0]["test_acc"] == rows[2]["test_acc"]  # the fp32 export predicts what the eager model does
+    assert rows[0]["test_acc"] == rows[3]["test_acc"]  # the fp32 export predicts what the eager model does
+    if hardware.cpu_has_native_bf16():  # eager auto timed both precisions per batch size, and says which it runs
+        per_batch = list(csv.DictReader((out / "precision_per_batch.csv").open()))
+        assert [int(r["batch"]) for r in per_batch] == [1, 8, 64, 256]
+        chosen = [r["chosen"] for r in per_batch]
+        assert chosen == sorted(chosen, key=lambda c: c == "bf16")  # fp32 below a batch size, bf16 from it
+        assert all(float(r["bf16_ms"]) < float(r["fp32_ms"]) for r in per_batch if r["chosen"] == "bf16")
     assert "speed-up vs eager fp32" in (out / "inference.md").read_text() and (out / "inference.png").stat().st_size

@@ -14,6 +14,7 @@ and explanations all mean the same pixels. Every checkpoint carries its `NetSpec
 Checkpoints are read with `torch.load(weights_only=True)`: a checkpoint that would run code is refused.
 """
 
+import copy
 import importlib.util
 import re
 import zipfile
@@ -23,9 +24,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from imgrec import models
+from imgrec import hardware, models
 from imgrec.config import URI_FORMS, default_tracking_uri
 from imgrec.data.pixels import Normalization
+from imgrec.deploy.precision import PRECISIONS, bf16_from_batch
 from imgrec.errors import ConfigError, one_line
 from imgrec.models.spec import NET_SPEC_KEY, NetSpec
 
@@ -33,20 +35,38 @@ IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
 class PixelModel(nn.Module):
-    """A trained classifier that takes [0, 1] images (N, C, H, W) and returns logits."""
+    """A trained classifier that takes [0, 1] images (N, C, H, W) and returns logits (float32).
 
-    def __init__(self, net: nn.Module, spec: NetSpec):
+    `bf16_from`: batches of at least this many images run under bf16 autocast, in channels_last for conv nets as in
+    training (None: every batch in fp32); `load_model(precision="auto")` sets it to where bf16 measured faster here."""
+
+    def __init__(self, net: nn.Module, spec: NetSpec, bf16_from: int | None = None):
         super().__init__()
         self.normalization = Normalization(spec.mean, spec.std)
         self.net = net
         self.spec = spec
+        self.bf16_from = bf16_from
+        self._bf16_copy: tuple[nn.Module] | None = None  # a tuple: not a submodule, not in the state dict
+
+    def bf16_net(self) -> nn.Module:
+        """The net the bf16 path runs: for a conv net a channels_last copy, made once (the weights' layout is what
+        counts: a channels_last input to the trained net ran the cnn at batch 256 3.4x slower than this copy); the
+        fp32 path keeps the net as trained, fastest at small batches."""
+        if self._bf16_copy is None:
+            channels_last = hardware.auto_memory_format(self.net) == "channels_last"
+            self._bf16_copy = (copy.deepcopy(self.net).to(memory_format=torch.channels_last) if channels_last
+                               else self.net,)
+        return self._bf16_copy[0]
 
     @property
     def class_names(self) -> tuple[str, ...]:
         return self.spec.class_names or tuple(str(i) for i in range(self.spec.num_classes))
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        return self.net(self.normalization(pixels))
+        if self.bf16_from is None or len(pixels) < self.bf16_from or pixels.device.type != "cpu":
+            return self.net(self.normalization(pixels))  # exports trace this path (bf16_from is None)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return self.bf16_net()(self.normalization(pixels)).float()
 
 
 def resolve_checkpoint(uri: str, tracking_uri: str | None = None, key: str = "model") -> Path:
@@ -148,8 +168,13 @@ def load_net(uri: str, tracking_uri: str | None = None, key: str = "model") -> t
     return net.eval(), spec
 
 
-def load_model(uri: str, tracking_uri: str | None = None, key: str = "model") -> PixelModel:
-    """The trained classifier of `uri`, taking [0, 1] images and returning logits (eval mode, frozen weights)."""
+def load_model(uri: str, tracking_uri: str | None = None, key: str = "model", precision: str = "32-true") -> PixelModel:
+    """The trained classifier of `uri`, taking [0, 1] images and returning logits (eval mode, frozen weights).
+
+    `precision`: 32-true (the default: attacks and attributions want exact gradients), bf16-mixed (bf16 autocast
+    for every batch) or auto (bf16 from the batch size where it measured faster here: imgrec.deploy.precision)."""
+    if precision not in PRECISIONS:
+        raise ConfigError(f"precision: unknown {precision!r}; choose one of {', '.join(PRECISIONS)}")
     net, spec = load_net(uri, tracking_uri, key)
     if spec.mean is None or spec.std is None:
         raise ConfigError(f"{key}: {uri} was saved without its normalization statistics (an older imgrec); "
@@ -160,6 +185,10 @@ def load_model(uri: str, tracking_uri: str | None = None, key: str = "model") ->
     if tuple(logits.shape) != (2, spec.num_classes):
         raise ConfigError(f"{key}: {uri} is not a classifier (a model={spec.model.get('_target_')} whose output "
                           f"for 2 images is {tuple(logits.shape)}, not (2, {spec.num_classes}))")
+    if precision == "bf16-mixed":
+        model.bf16_from = 1
+    elif precision == "auto":
+        model.bf16_from, _ = bf16_from_batch(model, spec.in_shape)
     return model
 
 

@@ -229,7 +229,8 @@ class ModelJob(Job):
         from imgrec import hub
         from imgrec.tracking.store import open_store
 
-        model = hub.load_model(str(cfg.model), cfg.logger.tracking_uri, key="model")
+        precision = str(OmegaConf.select(cfg, "precision", default="32-true"))  # predict: auto
+        model = hub.load_model(str(cfg.model), cfg.logger.tracking_uri, key="model", precision=precision)
         client = open_store(cfg.logger.tracking_uri)
         run_id = model.spec.run_id
         try:

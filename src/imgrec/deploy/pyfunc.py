@@ -26,7 +26,9 @@ class ImageClassifier(mlflow.pyfunc.PythonModel):
     def load_context(self, context) -> None:
         from imgrec.hub import load_model
 
-        self.model = load_model(context.artifacts["checkpoint"])
+        # imgrec serve passes its precision (default auto: bf16 only where it measured faster); others load fp32
+        precision = (getattr(context, "model_config", None) or {}).get("precision", "32-true")
+        self.model = load_model(context.artifacts["checkpoint"], precision=precision)
 
     # The type hint: MLflow asks every PythonModel for one (a warning at class definition without it).
     def predict(self, context, model_input: np.ndarray, params=None) -> pd.DataFrame:

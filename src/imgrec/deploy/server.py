@@ -107,17 +107,17 @@ def image_shape(model) -> tuple[int, ...]:
     return tuple(schema.inputs[0].shape[1:])
 
 
-def app_for(model_uri: str, max_body_mb: float):
-    """MLflow's scoring app on the model at `model_uri`, guarded."""
+def app_for(model_uri: str, max_body_mb: float, precision: str = "auto"):
+    """MLflow's scoring app on the model at `model_uri`, guarded; `precision` goes to imgrec.hub.load_model."""
     import mlflow.pyfunc
     from mlflow.pyfunc import scoring_server
 
-    model = mlflow.pyfunc.load_model(model_uri)
+    model = mlflow.pyfunc.load_model(model_uri, model_config={"precision": precision})
     return RequestGuard(scoring_server.init(model), image_shape(model), max_body_mb)
 
 
-def serve(model_uri: str, host: str, port: int, max_body_mb: float) -> None:
+def serve(model_uri: str, host: str, port: int, max_body_mb: float, precision: str = "auto") -> None:
     import uvicorn
 
-    uvicorn.run(app_for(model_uri, max_body_mb), host=host, port=port, log_level="warning")
+    uvicorn.run(app_for(model_uri, max_body_mb, precision), host=host, port=port, log_level="warning")
 

@@ -1,7 +1,9 @@
 """`imgrec bench_inference model=<uri> [backends=[...]] [threads=2]`: how fast, how big and how accurate each way
 of running a trained model is.
 
-Backends: eager PyTorch in fp32 and with bf16 autocast (channels_last for conv nets), torch.compile of the
+Backends: eager PyTorch in fp32 and with bf16 autocast (channels_last for conv nets), eager with the precision
+`load_model(precision="auto")` chooses per batch size (bf16 from the batch size where it measured faster here,
+imgrec.deploy.precision; its fp32 and bf16 times per batch size are a table of their own), torch.compile of the
 eager model, ONNX Runtime on the fp32 export and on the int8 (static, QDQ) export of imgrec.deploy.export.
 For each: latency p50/p99 at batch 1, throughput at batch 256, the peak resident memory the backend adds
 while it runs (Linux: VmHWM after resetting it), its file size, and its accuracy on the model's test set.
@@ -22,11 +24,12 @@ import torch
 from imgrec import hardware
 from imgrec.cost import latency_ms
 from imgrec.deploy.export import agreement, eager, export_int8, export_onnx, logits_of, runner
+from imgrec.deploy.precision import bf16_from_batch
 from imgrec.errors import ConfigError
 from imgrec.jobs import ModelJob, Verb
 from imgrec.report import Column, Figure, Report, Section, Table, figure, text_column
 
-BACKENDS = ("eager fp32", "eager bf16 autocast", "torch.compile", "onnxruntime fp32", "onnxruntime int8")
+BACKENDS = ("eager fp32", "eager bf16 autocast", "eager auto", "torch.compile", "onnxruntime fp32", "onnxruntime int8")
 
 
 def memory_mb(field: str) -> float | None:
@@ -54,8 +57,10 @@ def throughput(run: Callable[[np.ndarray], np.ndarray], batch: np.ndarray, repea
     return repeats * len(batch) / (time.perf_counter() - start)
 
 
-def backends(job: ModelJob, scratch: Path) -> dict[str, tuple[Callable[[], Callable], Callable[[], float | None]]]:
-    """name -> (build the runner, its file size in MB once built)."""
+def backends(job: ModelJob, scratch: Path,
+             per_batch: dict) -> dict[str, tuple[Callable[[], Callable], Callable[[], float | None]]]:
+    """name -> (build the runner, its file size in MB once built). "eager auto" leaves its per-batch-size timings in
+    `per_batch`."""
     model, cfg = job.model, job.cfg
     fp32_file, int8_file = scratch / "model.onnx", scratch / "model.int8.onnx"
     checkpoint_mb = sum(p.numel() * p.element_size() for p in model.parameters()) / 2**20
@@ -67,6 +72,12 @@ def backends(job: ModelJob, scratch: Path) -> dict[str, tuple[Callable[[], Calla
             with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
                 return net(torch.from_numpy(x)).float().numpy()
         return run
+
+    def auto():
+        net = copy.deepcopy(model)
+        net.bf16_from, timings = bf16_from_batch(net, net.spec.in_shape)
+        per_batch.update(bf16_from=net.bf16_from, timings=timings)
+        return eager(net)
 
     def compiled():
         net = torch.compile(model)
@@ -85,19 +96,20 @@ def backends(job: ModelJob, scratch: Path) -> dict[str, tuple[Callable[[], Calla
 
     return {"eager fp32": (lambda: eager(model), lambda: checkpoint_mb),
             "eager bf16 autocast": (bf16, lambda: checkpoint_mb),
+            "eager auto": (auto, lambda: checkpoint_mb),
             "torch.compile": (compiled, lambda: checkpoint_mb),
             "onnxruntime fp32": (ort_fp32, size(fp32_file)),
             "onnxruntime int8": (ort_int8, size(int8_file))}
 
 
-def measure(job: ModelJob) -> list[dict]:
+def measure(job: ModelJob, per_batch: dict) -> list[dict]:
     cfg = job.cfg
     torch.set_num_threads(cfg.threads)
     images, labels = (t.numpy() for t in job.test_split(cfg.test_images or None))
     one, batch = images[:1], images[: cfg.batch_size]
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
-        for name, (build, file_mb) in backends(job, Path(scratch)).items():
+        for name, (build, file_mb) in backends(job, Path(scratch), per_batch).items():
             if name not in cfg.backends:
                 continue
             before = memory_mb("VmRSS")
@@ -126,6 +138,16 @@ def table(rows: list[dict]) -> Table:
                Column("file (MB)", "file_mb", ".2f"), Column("test acc", "test_acc", ".4f"),
                Column("Δ acc (pp)", "delta_acc_pp", "+.2f")]
     return Table("inference", columns, rows, caption="Inference of each backend")
+
+
+def precision_table(per_batch: dict) -> Table:
+    rows = [{"batch": batch, "fp32_ms": fp32, "bf16_ms": bf16, "ratio": bf16 / fp32,
+             "chosen": "bf16" if per_batch["bf16_from"] is not None and batch >= per_batch["bf16_from"] else "fp32"}
+            for batch, (fp32, bf16) in per_batch["timings"].items()]
+    columns = [Column("batch", "batch"), Column("fp32 (ms, median)", "fp32_ms", ".3f"),
+               Column("bf16 autocast (ms, median)", "bf16_ms", ".3f"), Column("bf16 / fp32", "ratio", ".2f"),
+               text_column("eager auto runs", "chosen")]
+    return Table("precision_per_batch", columns, rows, caption="What precision=auto measured, per batch size")
 
 
 def latency_figure(rows: list[dict], title: str) -> Figure:
@@ -159,9 +181,18 @@ def run(job: ModelJob) -> Report:
              f"after 10 warm-up calls; throughput: {cfg.throughput_batches} batches of {cfg.batch_size}",
              "peak memory: the resident memory a backend added while it was built and run (VmHWM)",
              "test acc on the model's test set; torch.compile's and the exports' setup times are in the CSV (setup_s)"]
-    rows = measure(job)
+    per_batch: dict = {}
+    rows = measure(job, per_batch)
     keys = {r["backend"]: r["backend"].replace(" ", "_").replace(".", "_") for r in rows}
-    return Report(title, [Section(table=table(rows), bullets=notes)], figures=[latency_figure(rows, title)],
+    sections = [Section(table=table(rows), bullets=notes)]
+    if per_batch.get("timings"):
+        start = per_batch["bf16_from"]
+        sections.append(Section(text="eager auto: " + (f"bf16 autocast from batch {start}, fp32 below"
+                                                      if start is not None else "fp32 at every batch size") + ".",
+                                table=precision_table(per_batch)))
+    elif "eager auto" in cfg.backends:
+        sections.append(Section(text="eager auto: fp32 (this CPU computes bf16 without native support: not timed)."))
+    return Report(title, sections, figures=[latency_figure(rows, title)],
                   metrics={f"{keys[r['backend']]}/{m}": r[m] for r in rows for m in ("p50_ms", "test_acc")},
                   name="inference")
 

@@ -1,5 +1,5 @@
-"""`imgrec serve model=models:/<name>@<alias> [port=5001] [host=127.0.0.1] [max_body_mb=10]`: an HTTP endpoint for
-a trained model.
+"""`imgrec serve model=models:/<name>@<alias> [port=5001] [host=127.0.0.1] [max_body_mb=10] [precision=auto]`: an
+HTTP endpoint for a trained model.
 
 MLflow's model server (its scoring app, as `mlflow models serve --env-manager local` runs it: this environment,
 nothing downloaded) on the model's pyfunc (imgrec.deploy.pyfunc): POST /invocations with {"inputs": N x C x H x W
@@ -7,9 +7,11 @@ floats in [0, 1]} answers one row per image, each class's probability and `pred`
 requests get a 4xx and one line before the model sees them (imgrec.deploy.server: a body above max_body_mb, a
 wrong shape, an empty batch, strings, NaN, values outside [0, 1]), and the server answers the next. The model is a
 registered one (`imgrec export model=runs:/<id> register=NAME` makes one), a version, or runs:/<run_id>: the
-MLflow model every classifier run logs. It runs until Ctrl-C.
+MLflow model every classifier run logs. It runs until Ctrl-C. `precision=auto` (the default) runs a request's batch
+in bf16 autocast only from the batch size where bf16 measured faster than fp32 at start-up (imgrec.deploy.precision).
 """
 
+from imgrec.deploy.precision import PRECISIONS
 from imgrec.errors import ConfigError
 from imgrec.jobs import Job, Verb
 
@@ -49,7 +51,10 @@ def run(job: Job) -> None:
     uri = served_uri(str(cfg.model), cfg.logger.tracking_uri)
     mlflow.set_tracking_uri(cfg.logger.tracking_uri)
     print(f"serving {cfg.model} ({uri}) at http://{cfg.host}:{cfg.port}/invocations; Ctrl-C stops it", flush=True)
-    serve(uri, str(cfg.host), int(cfg.port), float(cfg.max_body_mb))
+    if cfg.precision not in PRECISIONS:
+        raise ConfigError(f"precision: unknown {cfg.precision!r}; choose one of {', '.join(PRECISIONS)}")
+    serve(uri, str(cfg.host), int(cfg.port), float(cfg.max_body_mb), str(cfg.precision))
 
 
-VERB = Verb("serve", __doc__, run, takes_model=True, loads_model=False, interrupted="the server stopped")
+VERB = Verb("serve", __doc__, run, takes_model=True, loads_model=False, interrupted="the server stopped",
+            choices={"precision": PRECISIONS})

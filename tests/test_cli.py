@@ -39,9 +39,9 @@ def test_the_default_command_trains_tests_reports_the_run_and_prints_none_of_the
 
 
 @pytest.mark.parametrize("args, message", [
-    (["model=resnet9000"], "error: model=resnet9000: no such option; the options are alexnet, autoencoder, cnn, "),
+    (["model=resnet9000"], "error: model=resnet9000: no such option; the options are airbench, alexnet, autoencoder, cnn, "),
     (["model.kernal_size=5"], "error: model.kernal_size: no such key in model (did you mean model.kernel_size?)"),
-    (["experiment=nope"], "error: experiment=nope: no such option; the options are fmnist_fast, "),
+    (["experiment=nope"], "error: experiment=nope: no such option; the options are cifar10_94, fmnist_94, fmnist_fast, "),
 ])
 def test_a_mistake_in_the_overrides_is_one_line_that_says_what_is_there(args, message, tmp_path):
     done = train_py(*args, cwd=tmp_path)

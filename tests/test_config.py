@@ -94,3 +94,17 @@ def test_config_hash_ignores_where_things_live_but_not_what_is_trained(make_cfg,
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:////elsewhere/mlflow.db")  # MLflow exports it on first use
     assert config_hash(make_cfg()) == before
     assert config_hash(make_cfg("optimizer.lr=0.5")) != before
+
+
+def test_a_key_added_later_hashes_as_before_while_it_keeps_its_neutral_value(make_cfg):
+    from omegaconf import open_dict
+
+    from imgrec.tracking.identity import NEUTRAL_WHEN_ADDED, config_hash
+
+    for key in NEUTRAL_WHEN_ADDED:
+        cfg = make_cfg()
+        group, name = key.rsplit(".", 1)
+        with open_dict(cfg):
+            del cfg[group][name]  # the config as it was before the key existed
+        assert config_hash(make_cfg()) == config_hash(cfg), key
+    assert config_hash(make_cfg("task.tta_translate=1")) != config_hash(make_cfg())

@@ -4,6 +4,7 @@ and the benchmark's plain loop (its figures live in the README, not here)."""
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -128,3 +129,125 @@ def test_the_time_to_accuracy_ladder_times_each_recipe_and_plots_them(tmp_path, 
     assert [row["recipe"] for row in table.rows] == list(bench.LADDER)
     assert all(row["wall_s"] > 0 and 0 <= row["test_acc"] <= 1 for row in table.rows)
     assert (tmp_path / "outputs" / "bench" / "time_to_accuracy" / "time_to_accuracy.png").stat().st_size > 0
+
+
+def test_test_time_translations_average_two_diagonal_shifts_with_half_the_weight():
+    torch.manual_seed(0)
+    net = ConvNet((1, 8, 8), 3, channels=[4], fc=[])
+    task = ClassificationTask(net, optimizer=torch.optim.SGD, scheduler=None, num_classes=3, tta_flip=True,
+                              tta_translate=1).eval()
+    images, labels = torch.randn(5, 1, 8, 8), torch.randint(0, 3, (5,))
+    _, logits, _ = task.model_step((images, labels), "test")
+
+    def flipped(x):
+        return (net(x) + net(x.flip(3))) / 2
+
+    padded = torch.nn.functional.pad(images, (1, 1, 1, 1), mode="reflect")
+    expected = flipped(images) / 2 + (flipped(padded[..., :8, :8]) + flipped(padded[..., 2:, 2:])) / 4
+    assert torch.allclose(logits, expected, atol=1e-6)
+    assert not torch.allclose(logits, flipped(images), atol=1e-3)  # the shifted views do count
+    with pytest.raises(ValueError, match="task.tta_translate"):
+        ClassificationTask(net, optimizer=torch.optim.SGD, scheduler=None, num_classes=3, tta_translate=-1)
+
+
+@pytest.mark.parametrize("in_shape", [(1, 28, 28), (3, 32, 32)])
+def test_airbench_whitens_the_patches_of_the_images_it_is_fitted_to(in_shape):
+    from imgrec.models.airbench import AirbenchNet
+
+    torch.manual_seed(0)
+    net = AirbenchNet(in_shape, 10, widths=[8, 16, 16])
+    mixing = torch.randn(in_shape[0], in_shape[0]) + 2 * torch.eye(in_shape[0])  # correlated channels
+    images = torch.einsum("dc,nchw->ndhw", mixing, torch.randn(64, *in_shape)).cumsum(dim=3)  # and neighbours
+    net.fit_to_data(images)
+    half = net.whiten.weight.shape[0] // 2
+    responses = torch.nn.functional.conv2d(images, net.whiten.weight[:half])
+    covariance = torch.cov(responses.transpose(0, 1).reshape(half, -1))
+    assert torch.allclose(covariance, torch.eye(half), atol=0.02)  # whitened: unit variance, uncorrelated
+    assert torch.equal(net.whiten.weight[half:], -net.whiten.weight[:half])
+    assert not net.whiten.weight.requires_grad and net(images[:2]).shape == (2, 10)
+    with pytest.raises(ValueError, match="model.widths"):
+        AirbenchNet((1, 8, 8), 10, widths=[8, 8, 8])
+
+
+@pytest.mark.slow
+def test_cifar10_94_trains_through_the_pipeline_on_cifar_format_files(make_cfg, mlflow_client, cifar10_root):
+    cfg = make_cfg("experiment=cifar10_94", f"data.root={cifar10_root}", "data.batch_size=32", "data.val_size=40",
+                   "model.widths=[8,16,16]", "trainer.max_epochs=2", "trainer.check_val_every_n_epoch=2",
+                   "trainer.limit_train_batches=2")
+    validate(cfg)
+    task = build_task(cfg, instantiate(cfg.data))
+    assert type(task.net).__name__ == "AirbenchNet" and task.tta_translate == 1 and task.label_smoothing == 0.2
+    untrained = task.net.whiten.weight.clone()
+    train(cfg)
+    (run,) = runs(mlflow_client)
+    assert run.info.status == "FINISHED" and 0 <= run.data.metrics["test/acc"] <= 1
+    assert run.data.params["model._target_"] == "imgrec.models.airbench.AirbenchNet"
+    checkpoint = next((Path(cfg.paths.output_dir) / "checkpoints").glob("epoch_*.ckpt"))
+    whiten = torch.load(checkpoint, weights_only=True)["state_dict"]["net.whiten.weight"]
+    assert whiten.shape == (24, 3, 2, 2) and not torch.equal(whiten, untrained)  # fitted to the training images
+
+
+PROFILE = [  # a py-spy raw profile: stacks (outermost frame first) and their sample counts
+    "<module> (train.py:10);main (imgrec/verbs/train.py:83);_find_and_load (<frozen importlib._bootstrap>:1176);"
+    "<module> (lightning/__init__.py:1);_find_and_load (<frozen>:1);<module> (torch/__init__.py:1) 30",
+    "<module> (train.py:10);_find_and_load (<frozen>:1);<module> (mlflow/__init__.py:1) 10",
+    "<module> (train.py:10);fit (lightning/pytorch/trainer/trainer.py:584);_TrainingEpochLoop.run (x.py:153);"
+    "backward (y.py:1) 150",
+    "<module> (train.py:10);Trainer._test_impl (lightning/trainer.py:864);_find_and_load (<frozen>:1);"
+    "<module> (matplotlib/__init__.py:1) 5",  # an import during the test counts as an import
+    "<module> (train.py:10);Trainer._test_impl (lightning/trainer.py:864);_EvaluationLoop.run (z.py:1) 20",
+    "<module> (train.py:10);something_else (w.py:1) 5",
+    "Thread._bootstrap (threading.py:1002);loop (imgrec/repeating.py:17) 99",
+]
+
+
+def test_a_profile_is_sorted_into_phases_and_its_imports_by_package(tmp_path):
+    from imgrec import profiling
+
+    raw = tmp_path / "profile.txt"
+    raw.write_text("\n".join(PROFILE) + "\n")
+    seconds, imports, background = profiling.summarise(raw, rate=10)
+    assert seconds == {"training batches": 15.0, "imports": 4.5, "test (trainer.test)": 2.0, "other": 0.5}
+    assert imports == {"lightning": 3.0, "mlflow": 1.0, "matplotlib": 0.5} and background == 9.9
+
+
+def test_bench_profile_puts_both_processes_phases_side_by_side(tmp_path, monkeypatch):
+    from imgrec import profiling
+    from tests.conftest import cli
+
+    monkeypatch.chdir(tmp_path)
+    profiled = []
+
+    def record(command, env, cwd, rate=profiling.RATE):
+        profiled.append(command[1:])
+        raw = tmp_path / f"profile{len(profiled)}.txt"
+        raw.write_text("\n".join(PROFILE[: 3 if "plain_loop" in command[1] else None]) + "\n")
+        return raw
+
+    monkeypatch.setattr(profiling, "record", record)
+    report = cli("bench", "mode=profile")
+    assert [Path(c[0]).name for c in profiled] == ["train.py", "plain_loop.py"]
+    assert all(c[1:] == bench.VS_PLAIN for c in profiled)
+    phases, imports = (section.table for section in report.sections)
+    by_phase = {row["what"]: row for row in phases.rows}
+    assert by_phase["training batches"]["pipeline"] == by_phase["training batches"]["plain loop"] == 3.0
+    assert by_phase["test (trainer.test)"]["plain loop"] == 0.0 and by_phase["total"]["pipeline"] == pytest.approx(4.4)
+    assert {row["what"] for row in imports.rows} == {"lightning", "mlflow", "matplotlib", "total"}
+    assert (tmp_path / "outputs" / "bench" / "profile" / "bench.md").exists()
+
+
+@pytest.mark.parametrize("given, timed", [
+    ([], bench.VS_PLAIN),
+    (["paths.root={root}"], [*bench.VS_PLAIN, "paths.root={root}"]),  # where runs go is not what is timed
+    (["model=cnn", "trainer.max_epochs=3"], ["model=cnn", "trainer.max_epochs=3"]),
+])
+def test_vs_plain_times_the_keras_convnet_unless_told_what_to_time(given, timed, tmp_path, monkeypatch):
+    from imgrec.report import Section
+    from tests.conftest import cli
+
+    monkeypatch.chdir(tmp_path)
+    asked = []
+    monkeypatch.setattr(bench, "side_by_side", lambda pipeline, plain, pairs: asked.append((pipeline, plain)) or Section())
+    cli("bench", "mode=vs_plain", "pairs=1", *(g.format(root=tmp_path) for g in given))
+    expected = [t.format(root=tmp_path) for t in timed]
+    assert asked == [(expected, expected)]

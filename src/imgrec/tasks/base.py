@@ -13,6 +13,7 @@ from imgrec.models.spec import NET_SPEC_KEY
 from imgrec.tasks import rng
 
 RNG_KEY = "imgrec_rng"
+DATA_FIT_IMAGES = 5000  # airbench fits its whitening layer to 5,000 training images
 
 
 class Task(L.LightningModule):
@@ -73,6 +74,15 @@ class Task(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self._resumed_rng = checkpoint.get(RNG_KEY)
+
+    def on_fit_start(self) -> None:
+        """A net with `fit_to_data(images)` (airbench's whitening layer) sets itself from up to DATA_FIT_IMAGES
+        normalized training images before its first step; a resumed run keeps what its checkpoint holds."""
+        fit = getattr(self.net, "fit_to_data", None)
+        train_set = getattr(getattr(self.trainer, "datamodule", None), "train_set", None)
+        if fit is None or train_set is None or self.trainer.ckpt_path is not None:
+            return
+        fit(self.normalization(train_set.images[:DATA_FIT_IMAGES].to(self.device)))
 
     def on_train_start(self) -> None:
         """Resuming: the generators as they were when the checkpoint was written, just before the next epoch

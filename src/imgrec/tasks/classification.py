@@ -74,11 +74,14 @@ class ClassificationTask(Task):
         loss: str = "cross_entropy",
         label_smoothing: float = 0.1,
         tta_flip: bool = False,
+        tta_translate: int = 0,
         adversarial: dict[str, Any] | None = None,
         ema: float | None = None,
         **kwargs,
     ):
         """`tta_flip`: at validation and test, average the logits of each image and its mirror image.
+        `tta_translate`: at validation and test, average those with the logits of the image shifted by this many
+        pixels diagonally both ways (reflected at the border; airbench's test-time translations).
         `adversarial`: adversarial training and robust accuracy (imgrec.tasks.adversarial.Adversarial).
         `ema`: validate, test and keep an exponential moving average of the weights with this decay."""
         super().__init__(*args, **kwargs)  # net, optimizer, scheduler, num_classes, class_names: see Task
@@ -91,6 +94,9 @@ class ClassificationTask(Task):
         self.loss_name = loss
         self.label_smoothing = label_smoothing if loss == "label_smoothing" else 0.0
         self.tta_flip = tta_flip
+        if not isinstance(tta_translate, int) or tta_translate < 0:
+            raise ValueError(f"task.tta_translate: pixels to shift by, an int >= 0, got {tta_translate!r}")
+        self.tta_translate = tta_translate
         self.adversarial = Adversarial(**(adversarial or {}))
 
         for stage in STAGES:  # attributes, not a ModuleDict: its key "train" would shadow Module.train()
@@ -133,9 +139,7 @@ class ClassificationTask(Task):
             loss, logits = self.adversarial.training_loss(self.net, self.pixel_forward,
                                                           self.normalization.to_pixels(images), labels, self.criterion)
         else:
-            logits = self(images).float()  # loss and metrics in fp32, under bf16 autocast too
-            if self.tta_flip and stage != "train":
-                logits = (logits + self(images.flip(3)).float()) / 2
+            logits = self.test_time_logits(images) if stage != "train" else self(images).float()
             loss = self.criterion(logits, labels)
         if stage != "train" and self.adversarial.robust_eps is not None:
             self.update_robust(stage, images, labels)
@@ -144,6 +148,22 @@ class ClassificationTask(Task):
         getattr(self, f"{stage}_loss").update(loss.detach())
         getattr(self, f"{stage}_metrics").update(preds, labels)
         return loss, logits.detach(), labels
+
+    def test_time_logits(self, images: torch.Tensor) -> torch.Tensor:
+        """The logits (fp32, under bf16 autocast too) averaged over the test-time views: the mirror image with
+        tta_flip; with tta_translate, half the weight on the two diagonal shifts (airbench's TTA)."""
+
+        def flipped(x: torch.Tensor) -> torch.Tensor:
+            logits = self(x).float()
+            return (logits + self(x.flip(3)).float()) / 2 if self.tta_flip else logits
+
+        logits = flipped(images)
+        if self.tta_translate:
+            n, (height, width) = self.tta_translate, images.shape[-2:]
+            padded = F.pad(images, (n, n, n, n), mode="reflect")
+            shifted = (flipped(padded[..., :height, :width]) + flipped(padded[..., 2 * n:, 2 * n:])) / 2
+            logits = (logits + shifted) / 2
+        return logits
 
     def update_robust(self, stage: str, images: torch.Tensor, labels: torch.Tensor) -> None:
         metric = getattr(self, f"{stage}_robust_acc")

@@ -29,6 +29,10 @@ INFRA_KEYS = (
     "callbacks.classification_report", "callbacks.epoch_summary", "callbacks.logged_model", "callbacks.time_to_accuracy",
 )
 
+# Keys added after runs were tracked, with the value that does what the config did before they existed: left out
+# of the hash while they have it, so a store's earlier runs (table rows, resumes) still match.
+NEUTRAL_WHEN_ADDED = {"task.tta_translate": 0}
+
 
 def is_infra(key: str) -> bool:
     """Whether a dotted config key (an override's or a flattened param's) is, or lies under, an infrastructure key."""
@@ -41,7 +45,7 @@ def without_infra(container: dict[str, Any]) -> dict[str, Any]:
         kept = {}
         for key, value in node.items():
             path = f"{prefix}{key}"
-            if is_infra(path):
+            if is_infra(path) or (path in NEUTRAL_WHEN_ADDED and value == NEUTRAL_WHEN_ADDED[path]):
                 continue
             kept[key] = prune(value, path + ".") if isinstance(value, dict) else value
         return kept

@@ -9,16 +9,19 @@ PyTorch loop (scripts/plain_loop.py) doing the same work.
     imgrec bench mode=vs_plain pairs=5 model=cnn trainer.max_epochs=3
     imgrec bench mode=fast_recipe                  # experiment=fmnist_fast vs the plain loop's 3 fp32 epochs of keras_cnn
     imgrec bench mode=ablation                     # experiment=fmnist_fast with each ingredient taken out
+    imgrec bench mode=ablation recipe=fmnist_94    # experiment=fmnist_94: airbench's tricks, each in or out
     imgrec bench mode=time_to_accuracy             # test accuracy against wall time: the recipe ladder
+    imgrec bench mode=profile                      # where vs_plain's two processes spend their time, by phase
 
 throughput: each model trains for `warmup` + `steps` batches of real data (data loading, normalization,
 augmentation, forward, backward, optimizer step, metric updates); only the last `steps` are timed.
 
 vs_plain, fast_recipe: whole processes, timed from start to exit: `python train.py OVERRIDES` and
 `python scripts/plain_loop.py OVERRIDES`, alternating which goes first, `pairs` times; the medians of each and
-their ratio. ablation: one whole run of experiment=fmnist_fast per ingredient taken out. time_to_accuracy: one
-whole run of each recipe of the ladder (the default job, experiment=fmnist_fast, the plain loop's 3 fp32 epochs),
-their test accuracy against wall time in a PNG (time_to_accuracy.png). Runs are tracked in a
+their ratio. ablation: one whole run of experiment=<recipe> per ingredient taken out. time_to_accuracy: one
+whole run of each recipe of the ladder (the default job, experiment=fmnist_fast, experiment=fmnist_94, the plain
+loop's 3 fp32 epochs), their test accuracy against wall time in a PNG (time_to_accuracy.png). profile: vs_plain's
+two processes, once each under py-spy (imgrec.profiling), their seconds by phase side by side. Runs are tracked in a
 throwaway MLflow store (created before the first timing, as a user's store already exists), so the real one
 stays clean. The table goes to outputs/bench/<mode>/ (bench.md, bench.csv). Run it alone: two jobs at once on
 two cores measure each other.
@@ -36,7 +39,7 @@ from pathlib import Path
 
 import lightning as L
 
-from imgrec import config
+from imgrec import config, profiling
 from imgrec.config import compose
 from imgrec.errors import ConfigError, ImgrecError
 from imgrec.jobs import Job, Verb
@@ -46,29 +49,46 @@ from imgrec.tracking.store import open_store
 from imgrec.train import train
 
 FAMILIES = [m for m in config.options("model") if m != "transfer"]
-MODES = ("throughput", "vs_plain", "fast_recipe", "ablation", "time_to_accuracy")
+MODES = ("throughput", "vs_plain", "fast_recipe", "ablation", "time_to_accuracy", "profile")
 REPO = Path(__file__).resolve().parents[3]  # train.py and scripts/plain_loop.py (a checkout)
 VS_PLAIN = ["model=keras_cnn", "trainer.max_epochs=2"]  # the Keras MNIST convnet, 2 epochs
 # the budget of experiment=fmnist_fast: the plain loop's 3 epochs of the Keras convnet as first measured (fp32)
 FAST_BUDGET = ["model=keras_cnn", "trainer.max_epochs=3", "trainer.precision=32-true", "memory_format=contiguous_format"]
-# ablation: experiment=fmnist_fast with one ingredient taken out (or, last, one that was left out) at a time
-ABLATION = {
-    "the recipe": [],
-    "fp32 instead of bf16 autocast": ["trainer.precision=32-true"],
-    "NCHW instead of channels_last": ["memory_format=contiguous_format"],
-    "max-pool instead of a stride-2 first conv": ["model.stride=[1,1,1,1]", "model.pool=[true,true,true,false]"],
-    "no flips (training or test)": ["data.augment.hflip=false", "task.tta_flip=false"],
-    "cross-entropy instead of label smoothing": ["task.loss=cross_entropy"],
-    "no test-time flip": ["task.tta_flip=false"],
-    "cosine schedule instead of one-cycle": ["scheduler=cosine"],
-    "Adam (one-cycle to 2e-3) instead of Nesterov SGD": ["optimizer=adam", "optimizer.lr=2e-3"],
-    "validating every epoch on 5,000 images": ["trainer.check_val_every_n_epoch=1", "data.val_size=5000"],
-    "with random crops (padding 2)": ["data.augment.crop_padding=2"],
+# ablation: a recipe with one ingredient taken out (or, last, one that was left out) at a time
+ABLATIONS = {
+    "fmnist_fast": {
+        "the recipe": [],
+        "fp32 instead of bf16 autocast": ["trainer.precision=32-true"],
+        "NCHW instead of channels_last": ["memory_format=contiguous_format"],
+        "max-pool instead of a stride-2 first conv": ["model.stride=[1,1,1,1]", "model.pool=[true,true,true,false]"],
+        "no flips (training or test)": ["data.augment.hflip=false", "task.tta_flip=false"],
+        "cross-entropy instead of label smoothing": ["task.loss=cross_entropy"],
+        "no test-time flip": ["task.tta_flip=false"],
+        "cosine schedule instead of one-cycle": ["scheduler=cosine"],
+        "Adam (one-cycle to 2e-3) instead of Nesterov SGD": ["optimizer=adam", "optimizer.lr=2e-3"],
+        "validating every epoch on 5,000 images": ["trainer.check_val_every_n_epoch=1", "data.val_size=5000"],
+        "with random crops (padding 2)": ["data.augment.crop_padding=2"],
+    },
+    "fmnist_94": {  # airbench's tricks (Jordan 2024) added to it one at a time, and other ways to spend the 120 s
+        "the recipe": [],
+        "+ test-time translations (1 px)": ["task.tta_translate=1"],
+        "+ random crops (padding 2) and test-time translations": ["data.augment.crop_padding=2", "task.tta_translate=1"],
+        "label smoothing 0.2 instead of 0.1": ["task.label_smoothing=0.2"],
+        "+ an average of the weights (EMA 0.999)": ["task.ema=0.999"],
+        "+ cutout (8 px)": ["data.augment.cutout=8"],
+        "+ dropout 0.3 before the classifier": ["model.fc_dropout=0.3"],
+        "weight decay 1e-3 instead of 5e-4": ["optimizer.weight_decay=1e-3"],
+        "max-pool instead of a stride-2 first conv, 14 epochs": ["model.stride=[1,1,1,1]", "model.pool=[true,true,true,false]",
+                                                                 "trainer.max_epochs=14", "trainer.check_val_every_n_epoch=14"],
+        "twice the width, 10 epochs": ["model.channels=[32,64,128,256]", "trainer.max_epochs=10",
+                                       "trainer.check_val_every_n_epoch=10"],
+    },
 }
 
 
 # time_to_accuracy: the recipes, each a whole process of the pipeline (train.py) or of the plain loop
 LADDER = {"the default job": ("pipeline", []), "experiment=fmnist_fast": ("pipeline", ["experiment=fmnist_fast"]),
+          "experiment=fmnist_94": ("pipeline", ["experiment=fmnist_94"]),
           "plain loop, keras_cnn, 3 fp32 epochs": ("plain", FAST_BUDGET)}
 
 
@@ -146,12 +166,37 @@ def side_by_side(pipeline_args: list[str], plain_args: list[str], pairs: int) ->
                    table=Table("bench", columns, rows))
 
 
-def ablation(overrides: list[str]) -> Section:
+def profile(job: list[str]) -> list[Section]:
+    """The main thread's seconds by phase, and the imports' by package, of the pipeline and of the plain loop."""
+    scripts = {"pipeline": REPO / "train.py", "plain loop": REPO / "scripts" / "plain_loop.py"}
+    summaries = {}
+    with tempfile.TemporaryDirectory() as scratch:
+        open_store(f"sqlite:///{scratch}/mlruns/mlflow.db")
+        env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{scratch}/mlruns/mlflow.db"}
+        for name, script in scripts.items():
+            raw = profiling.record([sys.executable, str(script), *job], env, Path(scratch))
+            summaries[name] = profiling.summarise(raw)
+            print(f"{name}: {sum(summaries[name][0].values()):.1f} s on the main thread", flush=True)
+    sections = []
+    for part, label in ((0, "phase (main thread)"), (1, "imports, by the package imported first")):
+        keys = list(dict.fromkeys(k for summary in summaries.values() for k in summary[part]))
+        rows = [{"what": key, **{name: summary[part].get(key, 0.0) for name, summary in summaries.items()}}
+                for key in keys]
+        rows.append({"what": "total", **{name: sum(summary[part].values()) for name, summary in summaries.items()}})
+        columns = [text_column(label, "what"), *(Column(f"{name} (s)", name, ".2f") for name in summaries)]
+        sections.append(Section(table=Table(f"profile_{'phases' if part == 0 else 'imports'}", columns, rows)))
+    sections[0].text = (f"`python train.py {' '.join(job)}` and `python scripts/plain_loop.py {' '.join(job)}`, one "
+                        f"run each under py-spy at {profiling.RATE} Hz; background threads (not on the critical path): "
+                        + ", ".join(f"{name} {summary[2]:.1f} s" for name, summary in summaries.items()) + ".")
+    return sections
+
+
+def ablation(recipe: str, overrides: list[str]) -> Section:
     rows, base = [], None
     with tempfile.TemporaryDirectory() as scratch:
         open_store(f"sqlite:///{scratch}/mlruns/mlflow.db")
-        for change, extra in ABLATION.items():
-            seconds, out = timed([sys.executable, str(REPO / "train.py"), "experiment=fmnist_fast", *overrides, *extra],
+        for change, extra in ABLATIONS[recipe].items():
+            seconds, out = timed([sys.executable, str(REPO / "train.py"), f"experiment={recipe}", *overrides, *extra],
                                  Path(scratch))
             accuracy = test_acc(out)
             base = base or (accuracy, seconds)
@@ -160,7 +205,7 @@ def ablation(overrides: list[str]) -> Section:
                          "delta_wall_s": seconds - base[1]})
     columns = [text_column("change", "change"), Column("test acc", "test_acc", ".4f"), Column("Δ acc", "delta_acc", "+.4f"),
                Column("wall s", "wall_s", ".1f"), Column("Δ wall", "delta_wall_s", "+.1f")]
-    return Section(text="experiment=fmnist_fast, one ingredient changed at a time (one run each, seed 0).",
+    return Section(text=f"experiment={recipe}, one ingredient changed at a time (one run each, seed 0).",
                    table=Table("bench", columns, rows))
 
 
@@ -205,6 +250,13 @@ def throughput(models: list[str], steps: int, warmup: int, overrides: list[str])
     return Section(text=text + ".", table=Table("bench", columns, rows))
 
 
+def vs_plain_job(overrides: list[str]) -> list[str]:
+    """What vs_plain and profile run in both processes: the overrides, or the Keras convnet's 2 epochs when they only
+    say where runs go (paths.*)."""
+    timed_work = [o for o in overrides if not o.lstrip("+~").startswith("paths.")]
+    return overrides if timed_work else [*VS_PLAIN, *overrides]
+
+
 def run(job: Job) -> Report:
     cfg, overrides = job.cfg, job.train_overrides
     figures: list[Figure] = []
@@ -215,20 +267,25 @@ def run(job: Job) -> Report:
         unknown = [m for m in models if m not in FAMILIES]
         if unknown:
             raise ConfigError(f"models: unknown {unknown}; choose from {', '.join(FAMILIES)}")
-        section = throughput(models, cfg.steps, cfg.warmup, overrides)
+        sections = [throughput(models, cfg.steps, cfg.warmup, overrides)]
     elif cfg.mode == "vs_plain":
-        section = side_by_side(overrides or VS_PLAIN, overrides or VS_PLAIN, cfg.pairs)
+        timed_job = vs_plain_job(overrides)
+        sections = [side_by_side(timed_job, timed_job, cfg.pairs)]
+    elif cfg.mode == "profile":
+        sections = profile(vs_plain_job(overrides))
     elif cfg.mode == "fast_recipe":
-        section = side_by_side(["experiment=fmnist_fast", *overrides], FAST_BUDGET, cfg.pairs)
+        sections = [side_by_side(["experiment=fmnist_fast", *overrides], FAST_BUDGET, cfg.pairs)]
     elif cfg.mode == "ablation":
-        section = ablation(overrides)
+        if cfg.recipe not in ABLATIONS:
+            raise ConfigError(f"recipe must be one of {', '.join(ABLATIONS)}, got {cfg.recipe!r}")
+        sections = [ablation(str(cfg.recipe), overrides)]
     else:
         section, plot = time_to_accuracy(overrides)
-        figures.append(plot)
-    report = Report(f"Training speed: {cfg.mode}", [section], name="bench", figures=figures)
+        sections, figures = [section], [plot]
+    report = Report(f"Training speed: {cfg.mode}", sections, name="bench", figures=figures)
     report.publish(Path(cfg.paths.root) / "outputs" / "bench" / cfg.mode)
     return report
 
 
-VERB = Verb("bench", __doc__, run, train_keys=("mode", "models", "steps", "warmup", "pairs"),
-            choices={"mode": MODES, "models": FAMILIES})
+VERB = Verb("bench", __doc__, run, train_keys=("mode", "models", "steps", "warmup", "pairs", "recipe"),
+            choices={"mode": MODES, "models": FAMILIES, "recipe": tuple(ABLATIONS)})

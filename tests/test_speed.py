@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
 from imgrec import hardware
 from imgrec.models.cnn import ConvNet
@@ -251,3 +252,33 @@ def test_vs_plain_times_the_keras_convnet_unless_told_what_to_time(given, timed,
     cli("bench", "mode=vs_plain", "pairs=1", *(g.format(root=tmp_path) for g in given))
     expected = [t.format(root=tmp_path) for t in timed]
     assert asked == [(expected, expected)]
+
+
+@pytest.mark.parametrize("recipe", list(bench.ABLATIONS))
+def test_every_ablation_change_composes_and_validates_on_its_recipe(recipe, make_cfg):
+    """What `imgrec bench mode=ablation recipe=R` runs: each change is a valid override of experiment=R."""
+    for change, overrides in bench.ABLATIONS[recipe].items():
+        cfg = make_cfg(f"experiment={recipe}", *overrides, fast=False)
+        validate(cfg)
+        for override in overrides:
+            key, value = override.split("=", 1)
+            if "." in key:  # a value, not a config group: it took
+                assert same(OmegaConf.select(cfg, key), value), (change, key)
+
+
+def same(configured, given: str) -> bool:
+    """A config value against an override's text: numbers as numbers, the rest as written (lists without spaces)."""
+    text = str(configured).replace(" ", "").lower()
+    try:
+        return float(text) == float(given)
+    except ValueError:
+        return text == given.lower()
+
+
+def test_an_unknown_ablation_recipe_is_one_line(tmp_path, monkeypatch):
+    from tests.conftest import cli
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as done:
+        cli("bench", "mode=ablation", "recipe=nope")
+    assert str(done.value.code).startswith("error: recipe") and "\n" not in str(done.value.code)

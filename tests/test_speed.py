@@ -219,9 +219,8 @@ def test_bench_profile_puts_both_processes_phases_side_by_side(tmp_path, monkeyp
     monkeypatch.chdir(tmp_path)
     profiled = []
 
-    def record(command, env, cwd, rate=profiling.RATE):
+    def record(command, raw, env, cwd, rate=profiling.RATE):
         profiled.append(command[1:])
-        raw = tmp_path / f"profile{len(profiled)}.txt"
         raw.write_text("\n".join(PROFILE[: 3 if "plain_loop" in command[1] else None]) + "\n")
         return raw
 

@@ -11,7 +11,6 @@ import collections
 import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 from imgrec.errors import ImgrecError
@@ -67,12 +66,11 @@ def summarise(raw: Path, rate: float = RATE) -> tuple[dict[str, float], dict[str
             background / rate)
 
 
-def record(command: list[str], env: dict[str, str], cwd: Path, rate: int = RATE) -> Path:
-    """Run `command` under py-spy; the raw profile's path."""
+def record(command: list[str], raw: Path, env: dict[str, str], cwd: Path, rate: int = RATE) -> Path:
+    """Run `command` under py-spy, its raw profile written to `raw`; returns `raw`."""
     spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     if not Path(spy).exists():
         raise ImgrecError("py-spy is not installed: pip install py-spy (it comes with imgrec[dev])")
-    raw = Path(tempfile.mkdtemp()) / "profile.txt"
     done = subprocess.run([spy, "record", "-r", str(rate), "-f", "raw", "-o", str(raw), "--", *command], env=env,
                           cwd=cwd, capture_output=True, text=True)
     if done.returncode != 0 or not raw.exists():

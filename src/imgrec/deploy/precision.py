@@ -13,9 +13,17 @@ import torch
 from torch import nn
 
 from imgrec import hardware
+from imgrec.errors import ConfigError
 
 PRECISIONS = ("32-true", "bf16-mixed", "auto")
 BATCH_SIZES = (1, 8, 64, 256)  # what `auto` times
+
+
+def check(precision: str) -> str:
+    """`precision`, or a ConfigError naming the key and the choices."""
+    if precision not in PRECISIONS:
+        raise ConfigError(f"precision: unknown {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    return precision
 
 
 def median_ms(model: nn.Module, images: torch.Tensor, bf16: bool, repeats: int) -> float:
@@ -46,11 +54,10 @@ def bf16_from_batch(model: nn.Module, in_shape: Sequence[int], batch_sizes: Sequ
     for batch in sorted(batch_sizes):
         images = torch.rand(batch, *in_shape)
         timings[batch] = (median_ms(model, images, False, repeats), median_ms(model, images, True, repeats))
-    faster = [batch for batch, (fp32, bf16) in timings.items() if bf16 < fp32]
-    # the smallest size from which every larger one tried was faster in bf16 too
-    start = None
+    start = None  # the smallest size from which every larger one tried was faster in bf16 too
     for batch in sorted(timings, reverse=True):
-        if batch not in faster:
+        fp32, bf16 = timings[batch]
+        if bf16 >= fp32:
             break
         start = batch
     return start, timings

@@ -174,7 +174,8 @@ def profile(job: list[str]) -> list[Section]:
         open_store(f"sqlite:///{scratch}/mlruns/mlflow.db")
         env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{scratch}/mlruns/mlflow.db"}
         for name, script in scripts.items():
-            raw = profiling.record([sys.executable, str(script), *job], env, Path(scratch))
+            raw = profiling.record([sys.executable, str(script), *job], Path(scratch) / f"{script.stem}.txt", env,
+                                   Path(scratch))
             summaries[name] = profiling.summarise(raw)
             print(f"{name}: {sum(summaries[name][0].values()):.1f} s on the main thread", flush=True)
     sections = []

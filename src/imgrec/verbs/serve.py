@@ -12,6 +12,7 @@ in bf16 autocast only from the batch size where bf16 measured faster than fp32 a
 """
 
 from imgrec.deploy.precision import PRECISIONS
+from imgrec.deploy.precision import check as check_precision
 from imgrec.errors import ConfigError
 from imgrec.jobs import Job, Verb
 
@@ -48,12 +49,11 @@ def run(job: Job) -> None:
     cfg = job.cfg
     if not isinstance(cfg.max_body_mb, (int, float)) or cfg.max_body_mb <= 0:
         raise ConfigError(f"max_body_mb: the largest request body in MB, a positive number, got {cfg.max_body_mb!r}")
+    precision = check_precision(str(cfg.precision))
     uri = served_uri(str(cfg.model), cfg.logger.tracking_uri)
     mlflow.set_tracking_uri(cfg.logger.tracking_uri)
     print(f"serving {cfg.model} ({uri}) at http://{cfg.host}:{cfg.port}/invocations; Ctrl-C stops it", flush=True)
-    if cfg.precision not in PRECISIONS:
-        raise ConfigError(f"precision: unknown {cfg.precision!r}; choose one of {', '.join(PRECISIONS)}")
-    serve(uri, str(cfg.host), int(cfg.port), float(cfg.max_body_mb), str(cfg.precision))
+    serve(uri, str(cfg.host), int(cfg.port), float(cfg.max_body_mb), precision)
 
 
 VERB = Verb("serve", __doc__, run, takes_model=True, loads_model=False, interrupted="the server stopped",

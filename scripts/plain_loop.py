@@ -37,10 +37,10 @@ def accuracy(net, split, normalize, size: int, autocast) -> float:
     net.eval()
     correct = 0
     with torch.no_grad(), autocast():
-        for images, labels in batches(*split, size):
+        for images, labels in batches(split.gather(), split.labels, size):
             correct += int((net(normalize(images)).argmax(1) == labels).sum())
     net.train()
-    return correct / len(split[1])
+    return correct / len(split)
 
 
 def main(overrides: list[str]) -> None:
@@ -49,10 +49,9 @@ def main(overrides: list[str]) -> None:
         raise SystemExit("error: the plain loop runs without an LR schedule (scheduler=none)")
     torch.manual_seed(cfg.seed)
     data = cfg.data
-    splits = split_dataset(data.name, data.root, data.download, data.val_size, data.split_seed, data.classes,
-                           data.train_size)
-    spec = catalog.get_spec(data.name)
-    net = models.build(cfg.model, spec.in_shape, spec.num_classes)
+    splits = split_dataset(catalog.read_parts(data.name, data.root, data.download), data.val_size, data.split_seed,
+                           data.classes, data.train_size)
+    net = models.build(cfg.model, splits.preprocess.in_shape, len(splits.class_names))
     precision = cfg.trainer.precision
     precision = hardware.auto_precision(str(cfg.trainer.accelerator)) if precision == "auto" else precision
     memory_format = hardware.auto_memory_format(net) if cfg.memory_format == "auto" else cfg.memory_format
@@ -62,13 +61,14 @@ def main(overrides: list[str]) -> None:
     def autocast():
         return torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16-mixed")
 
-    augment, normalize = Augment(**data.augment), splits.normalization
-    train_images, train_labels = splits.train
+    augment, normalize, size = Augment(**data.augment), splits.normalization, splits.preprocess.image_size
+    train_images, train_labels = splits.train.gather(), splits.train.labels
     epochs, images_trained = cfg.trainer.max_epochs, 0
     for _ in range(epochs):
         for images, labels in batches(train_images, train_labels, data.batch_size, torch.randperm(len(train_labels))):
             with autocast():
-                loss = F.cross_entropy(net(augment(normalize(images), normalize)), labels)
+                pixels = augment(images.float().div_(255), size, normalize.mean)
+                loss = F.cross_entropy(net(normalize(pixels)), labels)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

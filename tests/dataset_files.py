@@ -205,3 +205,97 @@ def write_cifar100(root: Path, n: int = 200, as_tarball: bool = False, seed: int
     files["meta"] = py2_pickle_bytes(meta)
     _write_cifar_files(root, "cifar-100-python", "cifar-100-python.tar.gz", files, as_tarball)
     return splits
+
+
+# ------------------------------------------------------------- your own images
+
+
+SAMPLE_PHOTOS = {  # real photographs shipped with scikit-image and scikit-learn, by the class they stand for
+    "cat": ("skimage", "chelsea.png"), "coffee": ("skimage", "coffee.png"), "rocket": ("skimage", "rocket.jpg"),
+    "astronaut": ("skimage", "astronaut.png"), "china": ("sklearn", "china.jpg"), "flower": ("sklearn", "flower.jpg"),
+}
+GRAY_TEXTURES = {"brick": "brick.png", "grass": "grass.png", "gravel": "gravel.png"}  # 512 x 512 grayscale photos
+
+
+def sample_photo(kind: str, name: str) -> "Image.Image":
+    from importlib.resources import files
+
+    from PIL import Image
+
+    folder = files("skimage.data") if kind == "skimage" else files("sklearn.datasets") / "images"
+    return Image.open(folder / name)
+
+
+def write_image_folder(root: Path, classes: tuple[str, ...] = ("a", "b", "c"), per_class: int = 12,
+                       shape: tuple[int, int, int] = (3, 20, 24), suffix: str = ".png", split_folders: tuple[str, ...] = (),
+                       seed: int = 0) -> dict[str, list[tuple[Path, int]]]:
+    """Class folders of learnable pattern images (make_images) as files: ROOT/<class>/..., or with `split_folders`
+    ROOT/<split>/<class>/... for each; returns {split or "": [(file, label)]}."""
+    from PIL import Image
+
+    written = {}
+    for number, split in enumerate(split_folders or ("",)):
+        labels = make_labels(per_class * len(classes), len(classes), seed + number)
+        images = make_images(labels, shape, len(classes), seed + 10 + number)
+        files = []
+        for index, (image, label) in enumerate(zip(images, labels)):
+            folder = Path(root) / split / classes[label]
+            folder.mkdir(parents=True, exist_ok=True)
+            pixels = image[0] if shape[0] == 1 else image.transpose(1, 2, 0)
+            path = folder / f"{index:04d}{suffix}"
+            Image.fromarray(pixels).save(path, **({"quality": 95} if suffix in (".jpg", ".jpeg") else {}))
+            files.append((path, int(label)))
+        written[split] = files
+    return written
+
+
+def write_photo_folder(root: Path, gray: bool = False, per_class: int = 10, size: int = 40, seed: int = 0) -> tuple[str, ...]:
+    """A folder of real photographs in classes: random crops (of random sizes, saved at their own size) of
+    scikit-image's and scikit-learn's sample photos (RGB: cat, coffee, rocket, ...) or, with `gray`, of its
+    grayscale textures (brick, grass, gravel). Returns the class names."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    sources = GRAY_TEXTURES if gray else {k: v[1] for k, v in list(SAMPLE_PHOTOS.items())[:4]}
+    for name, file in sources.items():
+        photo = sample_photo("skimage" if gray or SAMPLE_PHOTOS[name][0] == "skimage" else "sklearn", file)
+        photo = photo.convert("L" if gray else "RGB")
+        folder = Path(root) / name
+        folder.mkdir(parents=True, exist_ok=True)
+        for index in range(per_class):
+            side = int(rng.integers(size, 2 * size))
+            left, top = (int(rng.integers(0, extent - side)) for extent in photo.size)
+            crop = photo.crop((left, top, left + side, top + side)).resize((size, size))
+            crop.save(folder / f"{index:03d}{'.png' if index % 2 else '.jpg'}")
+    return tuple(sorted(sources))
+
+
+def write_hf_dataset(root: Path, classes: tuple[str, ...] = ("a", "b", "c"), per_class: int = 10,
+                     shape: tuple[int, int, int] = (3, 16, 16), splits: tuple[str, ...] = ("train", "test"),
+                     parquet: bool = False, seed: int = 0):
+    """A HuggingFace dataset of pattern images (an Image column `img`, a ClassLabel `label`), saved with
+    save_to_disk into `root`, or as `<split>.parquet` files in it; returns the DatasetDict."""
+    import io
+
+    import datasets
+    from PIL import Image
+
+    parts = {}
+    for number, split in enumerate(splits):
+        labels = make_labels(per_class * len(classes), len(classes), seed + number)
+        images = make_images(labels, shape, len(classes), seed + 10 + number)
+        pngs = []
+        for image in images:
+            buffer = io.BytesIO()
+            Image.fromarray(image[0] if shape[0] == 1 else image.transpose(1, 2, 0)).save(buffer, "PNG")
+            pngs.append({"bytes": buffer.getvalue(), "path": None})
+        features = datasets.Features({"img": datasets.Image(), "label": datasets.ClassLabel(names=list(classes))})
+        parts[split] = datasets.Dataset.from_dict({"img": pngs, "label": labels.tolist()}, features=features)
+    dataset = datasets.DatasetDict(parts)
+    Path(root).mkdir(parents=True, exist_ok=True)
+    if parquet:
+        for split, part in parts.items():
+            part.to_parquet(str(Path(root) / f"{split}.parquet"))
+    else:
+        dataset.save_to_disk(str(root))
+    return dataset

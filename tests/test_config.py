@@ -5,15 +5,11 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from imgrec.config import CONF_DIR
+from imgrec.config import options
 from imgrec.hardware import auto_precision
 from imgrec.tasks.base import Task
 from imgrec.tasks.classification import ClassificationTask
 from imgrec.train import build_task
-
-
-def options(group: str) -> list[str]:
-    return sorted(path.stem for path in (CONF_DIR / group).glob("*.yaml"))
 
 
 def test_the_fixed_groups_exist():
@@ -38,9 +34,17 @@ def test_every_model_builds_its_task_for_grayscale_and_rgb_data(make_cfg, model,
 
 
 @pytest.mark.parametrize("data", options("data"))
-def test_every_dataset_config_builds_a_datamodule(make_cfg, data):
-    datamodule = instantiate(make_cfg(f"data={data}").data)
-    assert datamodule.spec.name == data and datamodule.num_classes == len(datamodule.class_names)
+def test_every_dataset_config_builds_a_datamodule(make_cfg, tmp_path, data):
+    from tests.dataset_files import write_hf_dataset, write_image_folder
+
+    where = {"folder": ["data.root=" + str(tmp_path / "images")], "hf": ["data.path=" + str(tmp_path / "hf")]}
+    write_image_folder(tmp_path / "images", per_class=20)
+    write_hf_dataset(tmp_path / "hf", per_class=20)
+    datamodule = instantiate(make_cfg(f"data={data}", *where.get(data, [])).data)
+    if data in where:  # your own images: their shape and classes are known once they are decoded
+        datamodule.load()
+    assert datamodule.name == data and datamodule.num_classes == len(datamodule.class_names) == len(
+        datamodule.splits.class_names if data in where else datamodule.class_names)
 
 
 @pytest.mark.parametrize("optimizer", options("optimizer"))
@@ -105,6 +109,10 @@ def test_a_key_added_later_hashes_as_before_while_it_keeps_its_neutral_value(mak
         cfg = make_cfg()
         group, name = key.rsplit(".", 1)
         with open_dict(cfg):
-            del cfg[group][name]  # the config as it was before the key existed
+            del OmegaConf.select(cfg, group)[name]  # the config as it was before the key existed
         assert config_hash(make_cfg()) == config_hash(cfg), key
     assert config_hash(make_cfg("task.tta_translate=1")) != config_hash(make_cfg())
+    # a renamed target hashes under the name it had (the built-in datasets' datamodule)
+    renamed = make_cfg()
+    renamed.data._target_ = "imgrec.data.datamodule.ImageDataModule"
+    assert config_hash(renamed) == config_hash(make_cfg()) != config_hash(make_cfg("data=mnist"))

@@ -171,22 +171,20 @@ def test_the_jensen_shannon_gradient_stays_finite_when_a_probability_underflows(
 def test_noise_augmentation_draws_a_std_per_image_in_pixel_units():
     from imgrec.data.augment import gaussian_noise
 
-    images = torch.zeros(4000, 1, 8, 8)
-    pixel_std = torch.tensor([0.5])
+    images = torch.full((4000, 1, 8, 8), 0.5)
     torch.manual_seed(0)
-    noisy = gaussian_noise(images, 0.2, pixel_std) * 0.5  # back to pixel units
-    per_image = noisy.flatten(1).std(1)
+    per_image = gaussian_noise(images, 0.2).flatten(1).std(1)
     assert float(per_image.max()) < 0.3 and float(per_image.min()) < 0.02  # U(0, 0.2): some nearly clean
     assert float(per_image.pow(2).mean()) == pytest.approx(0.2**2 / 3, rel=0.1)
-    assert gaussian_noise(images, 0.0, pixel_std) is images
+    assert gaussian_noise(images, 0.0) is images
 
 
 def test_an_augmix_batch_holds_the_images_and_two_views_and_the_loss_adds_their_consistency(idx_root):
-    from imgrec.data.datamodule import ImageDataModule
+    from imgrec.data.builtin import BuiltinImages
     from imgrec.models.cnn import ConvNet
     from imgrec.tasks.classification import AUGMIX_CONSISTENCY_WEIGHT, ClassificationTask, jensen_shannon
 
-    datamodule = ImageDataModule("mnist", str(idx_root), download=False, batch_size=8, val_size=32,
+    datamodule = BuiltinImages("mnist", str(idx_root), download=False, batch_size=8, val_size=32,
                                  augment={"hflip": True, "augmix": True})
     datamodule.setup("fit")
     datamodule.trainer = type("Training", (), {"training": True})()
@@ -195,7 +193,7 @@ def test_an_augmix_batch_holds_the_images_and_two_views_and_the_loss_adds_their_
     views, _ = datamodule.on_after_batch_transfer((images, labels), 0)
     assert views.shape == (24, 1, 28, 28)
     torch.manual_seed(0)
-    plain = datamodule.augment(datamodule.normalize(images), datamodule.normalization)
+    plain = datamodule.train_views(images.float() / 255)
     assert torch.equal(views[:8], plain)  # the batch as flipped, then its AugMix views
 
     net = ConvNet((1, 28, 28), 10, channels=(4,), fc=())
@@ -227,10 +225,11 @@ def test_augmix_and_noise_training_and_the_corruption_callback_on_gray_and_rgb(m
     # the callback's measure is the verb's: the same 16 images under the same draws, through the same weights
     model = hub.load_model(f"runs:/{run.info.run_id}", mlflow_client.tracking_uri)
     from imgrec.data.corruptions import generator_for
-    from imgrec.data.splits import labelled_test_split
+    from imgrec.data.trained import datamodule_of
 
-    images, labels = labelled_test_split(data, model.class_names, str(root))
-    pixels = images[:16].float() / 255
+    own = datamodule_of(model.spec)
+    own.load()
+    pixels, labels = own.test_pixels(16)
     with torch.no_grad():
         fog = np.mean([float((model(corrupt(pixels, "fog", s, generator_for(0, "fog", s))).argmax(1)
                               == labels[:16]).float().mean()) for s in SEVERITIES])

@@ -14,6 +14,7 @@ from mlflow import MlflowClient
 from PIL import Image
 
 from imgrec import hardware
+from imgrec.data.decode import Preprocess
 from imgrec.deploy import export
 from imgrec.deploy.images import batches, find_inputs, read_image
 from imgrec.hub import load_model
@@ -52,7 +53,7 @@ def test_predict_reads_every_layout_names_what_it_cannot_read_and_matches_the_mo
     assert list(rows[0]) == ["file", "pred", "prob", "pred_2", "prob_2", "pred_3", "prob_3"]
     model = load_model(trained_classifier["uri"], trained_classifier["tracking"])
     for row in rows:
-        image = read_image(Path(row["file"]), model.spec.in_shape)
+        image = read_image(Path(row["file"]), model.preprocess)
         assert image.shape == trained_classifier["in_shape"] and 0 <= image.min() and image.max() <= 1
         probs = model(image[None]).softmax(1)[0]
         assert row["pred"] == model.class_names[int(probs.argmax())]
@@ -96,7 +97,7 @@ def test_files_from_the_wild_are_read_or_named_one_line_each(tmp_path, monkeypat
     folder, expected = hostile_folder(tmp_path)
     paths = find_inputs(str(folder))
     for channels in (1, 3):
-        ((good, images, errors),) = list(batches(paths, (channels, 28, 28), size=len(paths)))
+        ((good, images, errors),) = list(batches(paths, Preprocess((28, 28), channels), size=len(paths)))
         assert sorted(p.name for p in good) == sorted(expected)
         named = {line.split(":")[0].rsplit("/", 1)[-1]: line for line in errors}
         assert sorted(named) == ["bomb.png", "empty.png", "loop.png", "pickled.npy", "truncated.png"]

@@ -43,11 +43,13 @@ def test_a_student_learns_from_its_teacher_on_gray_and_rgb(trained_classifier, t
     assert student.info.status == "FINISHED" and student.data.params["task.teacher"] == c["uri"]
     assert "train/loss_distill" in student.data.metrics
     teacher = hub.load_model(c["uri"], c["tracking"])
-    from imgrec.data.splits import labelled_test_split
+    from imgrec.data.trained import datamodule_of
 
-    images, labels = labelled_test_split(c["data"], teacher.class_names, str(c["data_root"]))
+    data = datamodule_of(teacher.spec, str(c["data_root"]))
+    data.load()
+    images, labels = data.test_pixels()
     with torch.no_grad():
-        accuracy = float((teacher(images.float() / 255).argmax(1) == labels).float().mean())
+        accuracy = float((teacher(images).argmax(1) == labels).float().mean())
     assert student.data.metrics["test/teacher_acc"] == pytest.approx(accuracy)
     net, spec = hub.load_net(f"runs:/{student.info.run_id}", c["tracking"])
     assert sum(p.numel() for p in net.parameters()) < sum(p.numel() for p in teacher.net.parameters())

@@ -61,7 +61,7 @@ def test_vit_resizes_its_position_embeddings_and_checks_its_shape():
     assert net.position_embedding((8, 8)).shape == (1, 1 + 8 * 8, 32)
     with torch.no_grad():
         assert net(torch.zeros(3, 1, 32, 32)).shape == (3, 10)
-    with pytest.raises(ValueError, match="model.patch must divide"):
+    with pytest.raises(ValueError, match="multiples of model.patch=5"):
         ViT((1, 28, 28), 10, patch=5)
     with pytest.raises(ValueError, match="multiple of model.heads"):
         ViT((1, 28, 28), 10, dim=30, heads=4)

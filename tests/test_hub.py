@@ -39,16 +39,17 @@ def test_load_model_of_a_trained_run_matches_the_task_on_normalized_images(tmp_p
     assert model.spec.run_id == run.info.run_id and model.spec.data == "fashion_mnist"
     assert model.class_names[0] == "T-shirt/top"
 
-    # The task as train.py built it, with the checkpoint's weights, fed the datamodule's normalized images.
+    # The task as train.py built it, with the checkpoint's weights, fed the datamodule's evaluation pixels.
     cfg = make_cfg(f"data.root={idx_root}")
     datamodule = build_datamodule(cfg)
     datamodule.setup()
     task = build_task(cfg, datamodule)
     checkpoint = torch.load(run.data.tags["imgrec.best_checkpoint"], weights_only=True)
     task.load_state_dict(checkpoint["state_dict"])
-    images = datamodule.test_set.images[:16]
+    task.normalization = datamodule.normalization  # what task.setup() takes from the trainer's datamodule
+    images, _ = datamodule.test_set.head(16)
     with torch.no_grad():
-        expected = task.eval()(datamodule.normalize(images))
+        expected = task.eval()(datamodule.eval_pixels(images))
         got = model(images.float() / 255)
     assert torch.allclose(got, expected, atol=1e-5)
     assert list(model.spec.mean) == pytest.approx(datamodule.normalization.stats()[0])
@@ -169,13 +170,19 @@ def test_timm_uris_build_through_the_hub(monkeypatch):
         load_net("timm:tiny")
 
 
-def test_pixels_round_trip_through_the_datamodules_normalization(make_cfg, idx_root):
+def test_batches_arrive_as_pixels_and_the_task_normalizes_them_first(make_cfg, idx_root):
     cfg = make_cfg("data=mnist", f"data.root={idx_root}")
     datamodule = build_datamodule(cfg)
     datamodule.setup()
-    images = datamodule.train_set.images[:4]
-    normalized = datamodule.normalize(images)
-    assert normalized.mean().abs() < 1.0  # roughly centred; exact stats are the training split's
-    back = datamodule.normalization.to_pixels(normalized)
-    assert torch.allclose(back, images.float() / 255, atol=1e-6)
-    assert torch.allclose(datamodule.normalization.to_symmetric(normalized), back * 2 - 1)
+    task = build_task(cfg, datamodule)
+    task.normalization = datamodule.normalization  # what task.setup() takes from the trainer's datamodule
+    images, labels = datamodule.val_set.head(4)
+    pixels, same = datamodule.on_after_batch_transfer((images, labels), 0)
+    assert torch.equal(pixels, images.float() / 255) and torch.equal(same, labels)
+    normalized = task.normalize(pixels)
+    assert normalized.mean().abs() < 1.0 and not torch.allclose(normalized, pixels)  # the training split's stats
+    seen = []
+    task.net.register_forward_pre_hook(lambda module, args: seen.append(args[0]))
+    with torch.no_grad():
+        task(pixels)
+    assert torch.equal(seen[0], normalized)  # the network's first step

@@ -32,7 +32,7 @@ def test_a_run_logs_its_dataset_with_a_digest_that_follows_the_files(make_cfg, m
     train(make_cfg("data=mnist", f"data.root={root}", "logger.log_model=false"))
     first, again, changed = (dataset_of(r)[0] for r in sorted(runs(mlflow_client), key=lambda r: r.info.start_time))
     assert again.digest == first.digest and changed.digest != first.digest
-    assert json.loads(changed.profile)["files_sha256"] != profile["files_sha256"]
+    assert json.loads(changed.profile)["files_digest"] != profile["files_digest"]
 
 
 def test_a_classifier_run_has_its_best_checkpoint_as_its_mlflow_model(make_cfg, mlflow_client, idx_root, tmp_path):

@@ -13,9 +13,11 @@ from PIL import Image, ImageEnhance
 
 from imgrec import hub
 from imgrec.data import catalog
-from imgrec.data.datamodule import EpochShuffle, ImageDataModule
+from imgrec.data.builtin import BuiltinImages
+from imgrec.data.datamodule import EpochShuffle
 from imgrec.data.randaugment import OPERATIONS, rand_augment
-from imgrec.data.splits import labelled_test_split, split_dataset
+from imgrec.data.splits import split_dataset
+from imgrec.data.trained import datamodule_of
 from imgrec.errors import ConfigError
 from imgrec.hub import read_checkpoint, resolve_checkpoint
 from imgrec.train import train
@@ -31,30 +33,30 @@ def file_index(images: torch.Tensor, files) -> list[int]:
 
 
 def test_the_labeled_subset_is_stratified_fixed_by_the_split_seed_and_apart_from_validation(idx_root):
-    splits = split_dataset("mnist", str(idx_root), False, 32, split_seed=0, labels_per_class=5)
+    splits = split_dataset(catalog.read_parts("mnist", str(idx_root), False), 32, split_seed=0, labels_per_class=5)
     files = catalog.load_dataset("mnist", str(idx_root), False)
-    assert torch.bincount(splits.train[1]).tolist() == [5] * 10
-    labeled, unlabeled, val = (file_index(part[0], files) for part in (splits.train, splits.unlabeled, splits.val))
+    assert torch.bincount(splits.train.labels).tolist() == [5] * 10
+    labeled, unlabeled, val = (file_index(part.gather(), files) for part in (splits.train, splits.unlabeled, splits.val))
     assert labeled == splits.labeled_positions.tolist()
     assert sorted(labeled + unlabeled + val) == list(range(256))  # a partition of the training file
-    assert splits.train[1].tolist() == files.train_labels[labeled].tolist()
-    assert splits.unlabeled[1].tolist() == files.train_labels[unlabeled].tolist()  # kept for diagnostics
+    assert splits.train.labels.tolist() == files.train_labels[labeled].tolist()
+    assert splits.unlabeled.labels.tolist() == files.train_labels[unlabeled].tolist()  # kept for diagnostics
 
-    again = split_dataset("mnist", str(idx_root), False, 32, split_seed=0, labels_per_class=5)
-    other = split_dataset("mnist", str(idx_root), False, 32, split_seed=1, labels_per_class=5)
+    again = split_dataset(catalog.read_parts("mnist", str(idx_root), False), 32, split_seed=0, labels_per_class=5)
+    other = split_dataset(catalog.read_parts("mnist", str(idx_root), False), 32, split_seed=1, labels_per_class=5)
     assert torch.equal(again.labeled_positions, splits.labeled_positions)
     assert not torch.equal(other.labeled_positions, splits.labeled_positions)
     torch.manual_seed(123)  # the run's seed does not pick the labeled images
-    assert torch.equal(split_dataset("mnist", str(idx_root), False, 32, 0, labels_per_class=5).labeled_positions,
+    assert torch.equal(split_dataset(catalog.read_parts("mnist", str(idx_root), False), 32, 0, labels_per_class=5).labeled_positions,
                        splits.labeled_positions)
     # normalization: every training image counts, labeled or not (a supervised run on 1,000 labels and FixMatch on
     # the same split see the same pixels)
-    whole = split_dataset("mnist", str(idx_root), False, 32, split_seed=0)
+    whole = split_dataset(catalog.read_parts("mnist", str(idx_root), False), 32, split_seed=0)
     assert torch.allclose(splits.normalization.mean, whole.normalization.mean)
 
 
 def test_an_epoch_of_a_labeled_subset_has_the_steps_of_the_whole_split(idx_root):
-    datamodule = ImageDataModule("mnist", str(idx_root), download=False, batch_size=16, val_size=32,
+    datamodule = BuiltinImages("mnist", str(idx_root), download=False, batch_size=16, val_size=32,
                                  labels_per_class=3)
     datamodule.setup("fit")
     assert len(datamodule.train_dataloader()) == math.ceil((256 - 32) / 16)
@@ -123,9 +125,11 @@ def test_semi_supervised_training_on_gray_and_rgb_images(make_cfg, mlflow_client
     averaged, raw = checkpoint["state_dict"], checkpoint["current_model_state"]
     assert any(not torch.equal(averaged[k], raw[k]) for k in averaged if k.startswith("net."))
     model_of = hub.load_model(uri, client.tracking_uri)
-    images, labels = labelled_test_split(data, model_of.class_names, str(root))
+    test = datamodule_of(model_of.spec, str(root))
+    test.load()
+    images, labels = test.test_pixels()
     with torch.no_grad():
-        probs = model_of(images.float() / 255).softmax(1)
+        probs = model_of(images).softmax(1)
     kept = np.load(client.download_artifacts(run.info.run_id, "test_predictions.npz"))
     assert np.array_equal(kept["pred"], probs.argmax(1).numpy())
     assert np.allclose(kept["prob"].astype(np.float32), probs.max(1).values.numpy(), atol=2e-3)

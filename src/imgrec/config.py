@@ -86,8 +86,23 @@ def optional_groups(config_name: str) -> list[str]:
 
 
 def options(group: str) -> list[str]:
-    """The options of config group `group` (conf/<group>/*.yaml)."""
-    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+    """The options of config group `group` (conf/<group>/*.yaml; a file named _*.yaml holds what options share)."""
+    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml") if not p.stem.startswith("_"))
+
+
+def override_value(value) -> str:
+    """A value as Hydra's override grammar reads it back: null, true, numbers, quoted strings, [lists], {maps}."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(override_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{k}:{override_value(v)}" for k, v in value.items()) + "}"
+    return "'" + str(value).replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def no_such_option(group: str, choice: str) -> str:

@@ -26,6 +26,7 @@ from torch import nn
 
 from imgrec import hardware, models
 from imgrec.config import URI_FORMS, default_tracking_uri
+from imgrec.data.decode import Preprocess
 from imgrec.data.pixels import Normalization
 from imgrec.deploy.precision import bf16_from_batch
 from imgrec.deploy.precision import check as check_precision
@@ -63,11 +64,21 @@ class PixelModel(nn.Module):
     def class_names(self) -> tuple[str, ...]:
         return self.spec.class_names or tuple(str(i) for i in range(self.spec.num_classes))
 
+    @property
+    def preprocess(self) -> Preprocess:
+        """How a raw image of any size and mode becomes this model's input (imgrec.data.decode)."""
+        return preprocess_of(self.spec)
+
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         if self.bf16_from is None or len(pixels) < self.bf16_from or pixels.device.type != "cpu":
             return self.net(self.normalization(pixels))  # exports trace this path (bf16_from is None)
         with torch.autocast("cpu", dtype=torch.bfloat16):
             return self.bf16_net()(self.normalization(pixels)).float()
+
+
+def preprocess_of(spec: NetSpec) -> Preprocess:
+    """The spec's preprocessing; an older checkpoint's: its input size, nothing cropped."""
+    return Preprocess.from_dict(spec.preprocess) if spec.preprocess else Preprocess.native(spec.in_shape)
 
 
 def resolve_checkpoint(uri: str, tracking_uri: str | None = None, key: str = "model") -> Path:

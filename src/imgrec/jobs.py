@@ -218,7 +218,7 @@ class ModelJob(Job):
     out_dir: Path = Path("outputs")
     data_root: str | None = None  # where the model's dataset is: data.root, else where its run found it
     child: Any = None  # its child run (imgrec.tracking.driver_run.DriverRun) while the verb runs
-    _test: Any = None  # the test split, read once
+    _data: dict = field(default_factory=dict)  # the datamodules made, by whether they keep the run's classes
 
     @classmethod
     def open(cls, verb: Verb, cfg: DictConfig, root_given: bool = False) -> "ModelJob":
@@ -240,79 +240,91 @@ class ModelJob(Job):
             run_id = None
         name = run_id or Path(str(cfg.model)).stem.replace(":", "_")
         root = OmegaConf.select(cfg, "data.root")
-        if not root_given and OmegaConf.select(cfg, "data.name", default=model.spec.data) == model.spec.data:
+        if not root_given and OmegaConf.select(cfg, "data._target_") is None:
             root = trained_data_root(model.spec, client, run_id) or root
         return cls(verb, cfg, [], model=model, client=client, source_run_id=run_id,
                    out_dir=Path(cfg.paths.root) / "outputs" / verb.name / name, data_root=root)
 
     @property
+    def other_data(self) -> bool:
+        """Whether the verb works on another dataset (data=<name> on the command line) than the model's own."""
+        return OmegaConf.select(self.cfg, "data._target_") is not None
+
+    def datamodule(self, classes: bool = True):
+        """The dataset the verb works on, loaded once: the model's own as its run had it (its source, splits and
+        classes, found where its run found it or in data.root; `classes=False`: every class of it), or another one
+        (data=<name>) decoded to fit the model."""
+        data = self.unloaded_datamodule(classes)
+        data.load()
+        return data
+
+    def unloaded_datamodule(self, classes: bool = True):
+        """The datamodule of `datamodule()`, its files not read yet (the built-in datasets know their shape and
+        classes without them)."""
+        from imgrec.data.trained import datamodule_of, fitted_datamodule
+
+        if classes not in self._data:
+            if self.other_data:
+                config = OmegaConf.to_container(self.cfg.data, resolve=True)
+                self._data[classes] = fitted_datamodule({**config, **({} if classes else {"classes": None})},
+                                                        self.model.spec)
+            else:
+                self._data[classes] = datamodule_of(self.model.spec, self.data_root, classes)
+        return self._data[classes]
+
+    @property
     def dataset(self) -> str:
-        """The dataset the verb works on: data=<name> when given, else the model's own."""
-        return str(self.cfg.data.name) if OmegaConf.select(self.cfg, "data.name") else self.model.spec.data
+        """The name of the dataset the verb works on: data=<name> when given, else the model's own."""
+        if not self.other_data:
+            return self.model.spec.data
+        from hydra.utils import get_class
 
-    def fitting_classes(self) -> tuple[list[int] | None, tuple[str, ...]]:
-        """(data.classes, the class names) of the dataset the verb works on, checked against the model: another
-        dataset must have its image shape, and its classes in its order or data.classes saying which of them are the
-        model's 0..k-1. ConfigError, in one line, when they do not fit."""
-        from imgrec.data import catalog
+        return str(OmegaConf.select(self.cfg, "data.name", default=None) or get_class(self.cfg.data._target_).name)
 
-        data, model_spec = self.cfg.data, self.model.spec
-        spec = catalog.get_spec(self.dataset)
-        if tuple(spec.in_shape) != tuple(model_spec.in_shape):
-            raise ConfigError(f"data={self.dataset} has {'x'.join(map(str, spec.in_shape))} images; the model takes "
+    def fitting_classes(self) -> tuple[str, ...]:
+        """The class names of the dataset the verb works on, checked against the model: another dataset must have its
+        image shape, and its classes in its order or data.classes saying which of them are the model's 0..k-1.
+        ConfigError, in one line, when they do not fit."""
+        model_spec = self.model.spec
+        if not self.other_data:
+            return self.model.class_names
+        data = self.unloaded_datamodule()
+        try:
+            shape, names = tuple(data.in_shape), tuple(data.class_names)
+        except RuntimeError:  # your own images: known once decoded
+            data.load()
+            shape, names = tuple(data.in_shape), tuple(data.class_names)
+        if shape != tuple(model_spec.in_shape):
+            raise ConfigError(f"data={self.dataset} has {'x'.join(map(str, data.in_shape))} images; the model takes "
                               f"{'x'.join(map(str, model_spec.in_shape))} (it was trained on {model_spec.data})")
-        classes = None if data.get("classes") is None else [int(c) for c in data.classes]
-        if classes is not None and (len(set(classes)) != len(classes)
-                                    or not all(0 <= c < len(spec.class_names) for c in classes)):
-            raise ConfigError(f"data.classes must be distinct class indices of {self.dataset} in "
-                              f"0..{len(spec.class_names) - 1}")
-        if classes is None and self.dataset == model_spec.data:
-            return None, self.model.class_names  # its own dataset, its own classes
-        names = spec.class_names if classes is None else tuple(spec.class_names[c] for c in classes)
+        given = self.cfg.data.get("classes") is not None
         if len(names) != model_spec.num_classes:
-            raise ConfigError(f"data={self.dataset} has {len(names)} classes{' (data.classes)' if classes else ''}; "
+            raise ConfigError(f"data={self.dataset} has {len(names)} classes{' (data.classes)' if given else ''}; "
                               f"the model has {model_spec.num_classes}: pass data.classes=[...] with the dataset's "
                               "indices of the model's classes, in its order")
         model_names = tuple(model_spec.class_names or ())
-        if classes is None and model_names and names != model_names:
+        if not given and model_names and names != model_names:
             raise ConfigError(f"data={self.dataset}'s classes {list(names)[:4]}... are not the model's "
                               f"{list(model_names)[:4]}...: pass data.classes=[...] to say which of the dataset's "
                               "classes are the model's 0..k-1")
-        return classes, model_names or names
+        return model_names or names
 
     def evaluation_split(self, n: int | None = None):
         """The test images the verb evaluates the model on, as [0, 1] floats (the first `n` when given), their labels
         in the model's class order, and the class names: the model's own test split, or another dataset's that fits
         it (data=<name>, data.classes; see fitting_classes)."""
-        import torch
-
-        from imgrec.data import catalog
-        from imgrec.data.splits import select_classes
-
-        classes, names = self.fitting_classes()
-        if classes is None and self.dataset == self.model.spec.data:
-            return (*self.test_split(n), names)
-        files = catalog.load_dataset(self.dataset, self.data_root, bool(self.cfg.data.get("download", True)))
-        images, labels = select_classes(torch.from_numpy(files.test_images), torch.from_numpy(files.test_labels),
-                                        classes, catalog.get_spec(self.dataset).num_classes)
-        return images[:n].float() / 255, labels[:n], names
+        names = self.fitting_classes()
+        return (*self.test_split(n), names)
 
     def test_split(self, n: int | None = None):
-        """The test images the model was trained for (its dataset, its classes in its order) as float [0, 1]
-        (N, C, H, W), and their labels; the first `n` of them when given."""
-        from imgrec.data.splits import labelled_test_split
-
-        if self._test is None:
-            spec = self.model.spec
-            self._test = labelled_test_split(spec.data, spec.class_names, self.data_root)
-        images, labels = self._test
-        return images[:n].float() / 255, labels[:n]
+        """The test images of the dataset the verb works on, as the model takes them: float [0, 1] (N, C, H, W),
+        centre-cropped to its size, and their labels (in the model's class order); the first `n` of them when given."""
+        return self.datamodule().test_pixels(n)
 
     def train_images(self, n: int):
-        """`n` of the model's training images (a fixed random sample: none of them a test image) in [0, 1]."""
-        from imgrec.data.splits import sample_train_images
-
-        return sample_train_images(self.model.spec.data, self.data_root, n)
+        """`n` of the model's training images (a fixed random sample: none of them a test image) as float32 [0, 1]
+        numpy arrays (N, C, H, W): what an int8 export calibrates on."""
+        return self.datamodule().train_sample(n).numpy()
 
     def execute(self) -> Report | None:
         """The verb's check, then its work inside its child run; its report written to out_dir and logged there."""
@@ -340,7 +352,7 @@ def trained_data_root(spec, client, run_id: str | None) -> str | None:
 
     if spec.data_root and Path(spec.data_root).exists():
         return spec.data_root
-    if run_id is None:
+    if run_id is None or spec.data not in catalog.DATASETS:
         return None
     for entry in client.get_run(run_id).inputs.dataset_inputs:
         if entry.dataset.name == spec.data:

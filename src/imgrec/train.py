@@ -133,6 +133,7 @@ def build_task(cfg: DictConfig, datamodule) -> L.LightningModule:
         trained = load_source(cfg, "model.checkpoint")  # model=pruned: the trained net it prunes
         parts |= {} if trained is None else {"checkpoint": trained}
         net = models.build(cfg.model, datamodule.in_shape, datamodule.num_classes, **parts)
+        models.check_input(net, datamodule.in_shape, HydraConfig.get().runtime.choices.get("model", "model"))
     if source is not None:  # checkpoints rebuild the net from the source's spec, never from its URI again
         model_spec["source"] = parts["source"]
         del model_spec["backbone"]
@@ -165,9 +166,23 @@ def build_task(cfg: DictConfig, datamodule) -> L.LightningModule:
     datamodule.unlabeled_ratio = getattr(task, "unlabeled_ratio", 0)  # a semi-supervised task's batches
     # Saved in every checkpoint (with the data's statistics and the run id), so the net is rebuilt from it alone.
     task.net_spec = NetSpec(model=model_spec, in_shape=tuple(datamodule.in_shape), num_classes=datamodule.num_classes,
-                            data=datamodule.spec.name, class_names=tuple(str(n) for n in datamodule.class_names),
-                            data_root=getattr(datamodule, "data_root", None)).to_dict()
+                            data=datamodule.name, class_names=tuple(str(n) for n in datamodule.class_names),
+                            data_root=datamodule.data_root, preprocess=datamodule.preprocess.to_dict(),
+                            data_config=data_config(cfg, datamodule)).to_dict()
     return task
+
+
+def data_config(cfg: DictConfig, datamodule) -> dict:
+    """The run's data config, resolved, its folders and files absolute (where the files were found, for data.root):
+    what every verb rebuilds the model's data from (imgrec.data.trained), on the run's splits and augmentation."""
+    config = OmegaConf.to_container(cfg.data, resolve=True)
+    for key in ("root", "labels", "path", "cache_dir"):
+        value = config.get(key)
+        if isinstance(value, str) and Path(value).expanduser().exists():
+            config[key] = str(Path(value).expanduser().resolve())
+    if "root" in config and datamodule.data_root:
+        config["root"] = datamodule.data_root
+    return config
 
 
 def resolve_resume(cfg: DictConfig, client, config_id: str) -> tracking.Resume | None:

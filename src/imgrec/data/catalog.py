@@ -353,6 +353,24 @@ def write_split(name: str, directory: str | Path, part: str, images: np.ndarray,
     return spec.layout.write(Path(directory), part, np.asarray(images), np.asarray(labels))
 
 
+def read_parts(name: str, root: str | Path | None, download: bool):
+    """The dataset as imgrec.data.splits.Parts: its official train and test splits in memory, its validation split
+    left to draw as the built-in datasets always drew it (at random, not per class)."""
+    import torch
+
+    from imgrec.data.decode import Preprocess
+    from imgrec.data.splits import Parts, Split
+
+    spec, files = get_spec(name), load_dataset(name, root, download)
+
+    def split(images: np.ndarray, labels: np.ndarray) -> Split:
+        return Split(torch.from_numpy(images), torch.arange(len(labels)), torch.from_numpy(labels))
+
+    return Parts({"train": split(files.train_images, files.train_labels),
+                  "test": split(files.test_images, files.test_labels)},
+                 spec.class_names, Preprocess.native(spec.in_shape), stratify=False)
+
+
 def load_dataset(name: str, root: str | Path | None, download: bool) -> Splits:
     """Load a dataset's train/test split as uint8 (N,C,H,W) images and int64 labels."""
     spec = get_spec(name)

@@ -1,18 +1,23 @@
-"""The LightningDataModule for every in-memory image dataset.
+"""The LightningDataModule of every image source that can be indexed: the built-in datasets (imgrec.data.builtin),
+your own folders and HuggingFace datasets (imgrec.data.decoded).
 
-The whole dataset stays one uint8 tensor (on the GPU when training there); a batch is gathered
-with one indexing op, then normalized and augmented as a whole on the training device.
+A source reads its images as one uint8 array (in memory for the built-in datasets, on the GPU when training there;
+memory-mapped from the decode cache for your own), and the splits are positions into it. A batch is gathered with
+one indexing op, then turned into [0, 1] pixels and augmented as a whole on the training device: random resized crops
+(or the evaluation's centre crop) to the network's size, then the data's augmentation. Normalization is the
+network's first layer (imgrec.tasks.base.Task), so every network takes [0, 1] pixels.
 
 With `labels_per_class` the training images are a labeled subset; an epoch stays as many batches as the whole
 training split would give (the labeled images again and again, each pass in a new order), so that runs with any
 number of labels train for the same number of steps. A task that learns from the unlabeled rest too says how many
 unlabeled images it wants per labeled one (`unlabeled_ratio`, set by imgrec.train): each training batch is then
-{"labeled": (images, labels), "unlabeled": (images, labels)}, the unlabeled images normalized but not augmented
-(the task makes its own views of them) and their labels there for diagnostics only.
+{"labeled": (pixels, labels), "unlabeled": (pixels, labels)}, the unlabeled images at their stored size and not
+augmented (the task makes its own views of them with `train_views`) and their labels there for diagnostics only.
 """
 
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import lightning as L
@@ -20,29 +25,44 @@ import torch
 from lightning.pytorch.utilities import CombinedLoader
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from imgrec.data import catalog
 from imgrec.data.augment import Augment
+from imgrec.data.decode import Preprocess, center_crop
 from imgrec.data.pixels import Normalization
-from imgrec.data.splits import DataSplits, split_dataset
+from imgrec.data.splits import DataSplits, Parts, Split, split_dataset
 from imgrec.data.synthetic import SyntheticSamples
 from imgrec.errors import ConfigError
 
 
-class InMemoryImages(Dataset):
-    """uint8 images (N, C, H, W) and int64 labels; `__getitems__` fetches a batch in one indexing op."""
+@dataclass(frozen=True)
+class SourceInfo:
+    """Where a source's images come from: what a run's MLflow dataset input says of them."""
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor):
-        self.images, self.labels = images, labels
+    name: str  # the dataset as conf/data names it
+    uri: str  # a folder, a file, or a hub name
+    digest: str  # of its files: their bytes (built-in), their names, sizes and times (a folder), a fingerprint (hf)
+    files: int  # how many files (or rows) it read
+    bad: tuple[tuple[str, str], ...] = ()  # (name, why) of each image left out because it did not decode
+
+
+class ImageSet(Dataset):
+    """A split's images and labels; `__getitems__` gathers a batch in one indexing op."""
+
+    def __init__(self, split: Split):
+        self.images, self.positions, self.labels = split.images, split.positions, split.labels
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def __getitem__(self, index: int):
-        return self.images[index], self.labels[index]
+        return self.images[self.positions[index]], self.labels[index]
 
     def __getitems__(self, indices: list[int]):
-        index = torch.as_tensor(indices, device=self.images.device)
-        return self.images[index], self.labels[index]
+        index = torch.as_tensor(indices, device=self.labels.device)
+        return self.images[self.positions[index]], self.labels[index]
+
+    def head(self, n: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the uint8 images, the labels) of the first `n` (all when None)."""
+        return self.images[self.positions[:n]], self.labels[:n]
 
 
 class EpochShuffle(Sampler[int]):
@@ -75,21 +95,14 @@ def _already_batched(batch):
     return batch
 
 
-def _check_classes(classes: list[int] | None, num_classes: int) -> list[int] | None:
-    if classes is None:
-        return None
-    classes = list(classes)
-    if not classes or len(set(classes)) != len(classes) or not all(0 <= c < num_classes for c in classes):
-        raise ConfigError(f"data.classes must be distinct class indices in 0..{num_classes - 1}, got {classes}")
-    return classes
-
-
 class ImageDataModule(L.LightningDataModule):
+    """What every indexable source shares: splits, batches, augmentation. A source says what it is (`name`), gets
+    its files ready on one process (`prepare_data`) and reads them (`read`)."""
+
+    name: str = ""  # the dataset as conf/data names it (fashion_mnist, folder, hf, ...)
+
     def __init__(
         self,
-        name: str,
-        root: str | None = None,
-        download: bool = True,
         batch_size: int = 128,
         eval_batch_size: int = 1000,
         num_workers: int = 0,
@@ -102,10 +115,12 @@ class ImageDataModule(L.LightningDataModule):
         folds: int | None = None,
         fold: int = 0,
         labels_per_class: int | None = None,
+        test_size: int | float = 0.1,
     ):
         """The types and ranges of these arguments are checked by imgrec.validation with the rest of the config.
 
-        `val_size`: a count of training images, or a fraction of them (0 < x < 1), held out for validation.
+        `val_size`, `test_size`: a count of training images, or a fraction of them (0 < x < 1), held out for
+        validation (and, for a source without a test split, for testing).
         `folds`, `fold`: validate on fold `fold` of `folds` stratified folds instead (k-fold cross-validation).
         `synthetic`: GAN augmentation, built by imgrec.train.build_datamodule from `data.synthetic`
         (a generator's URI); the config's own {generator: null, ...} means none.
@@ -113,22 +128,18 @@ class ImageDataModule(L.LightningDataModule):
         unlabeled images, for a task that learns from them (see the module's docstring).
         """
         super().__init__()
-        self.spec = catalog.get_spec(name)
-        self.classes = _check_classes(classes, self.spec.num_classes)
-        self.train_size = train_size
         if isinstance(synthetic, Mapping):
             if synthetic.get("generator"):
                 raise ConfigError("data.synthetic.generator is a URI: build the datamodule with imgrec.train.build_datamodule")
             synthetic = None
+        if synthetic is not None and classes is not None:
+            raise ConfigError("data.synthetic and data.classes cannot be combined (the generator knows all classes)")
         self.synthetic = synthetic
-        if synthetic is not None:
-            if classes is not None:
-                raise ConfigError("data.synthetic and data.classes cannot be combined (the generator knows all classes)")
-            synthetic.check(self.in_shape, self.num_classes)
-        self.root, self.download = root, download
+        self.classes = None if classes is None else [int(c) for c in classes]
+        self.train_size = train_size
         self.batch_size, self.eval_batch_size, self.num_workers = batch_size, eval_batch_size, num_workers
-        self.val_size, self.split_seed, self.folds, self.fold = val_size, split_seed, folds, fold
-        self.labels_per_class = labels_per_class
+        self.val_size, self.test_size, self.split_seed = val_size, test_size, split_seed
+        self.folds, self.fold, self.labels_per_class = folds, fold, labels_per_class
         self.unlabeled_ratio = 0  # unlabeled images per labeled one in a training batch: the task's (imgrec.train)
         try:
             self.augment = Augment(**(augment or {}))
@@ -136,13 +147,33 @@ class ImageDataModule(L.LightningDataModule):
             raise ConfigError(f"data.augment: {err}") from None
         self.train_set = self.val_set = self.test_set = self.unlabeled_set = None
         self._splits: DataSplits | None = None  # set by load(), on the CPU
-        self.normalization: Normalization | None = None  # the training split's statistics, set by load()
-        self.data_root: str | None = None  # the folder load() read the files from (None: bundled with a library)
+        self.data_root: str | None = None  # where load() found the files (None: bundled with a library)
 
-    # What the model needs to know, available before any file is read.
+    # -- what a source provides --------------------------------------------------------------------------------
+
+    def read(self) -> Parts:
+        """The source's images, labels and own splits (in CPU memory, or memory-mapped)."""
+        raise NotImplementedError
+
+    def source(self) -> "SourceInfo":
+        """Where the images come from, for the run's MLflow dataset input (after load)."""
+        raise NotImplementedError
+
+    # -- what the model needs to know, once the data is loaded -------------------------------------------------
+
+    @property
+    def splits(self) -> DataSplits:
+        if self._splits is None:
+            raise RuntimeError("the datamodule is not loaded yet: call load()")
+        return self._splits
+
+    @property
+    def preprocess(self) -> Preprocess:
+        return self.splits.preprocess
+
     @property
     def in_shape(self) -> tuple[int, int, int]:
-        return self.spec.in_shape
+        return self.preprocess.in_shape
 
     @property
     def num_classes(self) -> int:
@@ -150,48 +181,61 @@ class ImageDataModule(L.LightningDataModule):
 
     @property
     def class_names(self) -> tuple[str, ...]:
-        if self.classes is None:
-            return self.spec.class_names
-        return tuple(self.spec.class_names[c] for c in self.classes)
+        return self.splits.class_names
 
-    def prepare_data(self) -> None:
-        catalog.locate(self.spec.name, self.root, self.download)  # downloads once, on one process
+    @property
+    def normalization(self) -> Normalization | None:
+        return None if self._splits is None else self._splits.normalization
 
     def load(self) -> None:
         """Read the files and split them, in CPU memory, once: a missing or corrupted file, or a split that does
         not fit the data, fails here (imgrec.train calls it before any MLflow run exists)."""
         if self._splits is not None:
             return
-        self._splits = split_dataset(self.spec.name, self.root, self.download, self.val_size, self.split_seed,
-                                     self.classes, self.train_size, self.folds, self.fold, self.labels_per_class)
-        self.normalization = self._splits.normalization
-        found = catalog.root_of(self.spec.name, catalog.locate(self.spec.name, self.root, download=False))
-        self.data_root = None if found is None else str(found)
+        self._splits = split_dataset(self.read(), self.val_size, self.split_seed, self.classes, self.train_size,
+                                     self.folds, self.fold, self.labels_per_class, self.test_size)
+        if self.synthetic is not None:
+            self.synthetic.check(self.in_shape, self.num_classes)
 
     def setup(self, stage: str | None = None) -> None:
-        """The splits, moved to the training device (fit then test: read and moved once)."""
+        """The splits, moved to the training device (fit then test: read and moved once; splits of one array share
+        its copy)."""
         if self.train_set is not None:
             return
         self.load()
-        device = self._data_device()
-        self.train_set, self.val_set, self.test_set = (
-            InMemoryImages(images.to(device), labels.to(device))
-            for images, labels in (self._splits.train, self._splits.val, self._splits.test))
-        if self._splits.unlabeled is not None and self.unlabeled_ratio:
-            self.unlabeled_set = InMemoryImages(*(part.to(device) for part in self._splits.unlabeled))
+        device, moved = self._data_device(), {}
+
+        def on_device(split: Split) -> Split:
+            key = id(split.images)
+            if key not in moved:
+                moved[key] = split.images.to(device)
+            return Split(moved[key], split.positions.to(device), split.labels.to(device))
+
+        splits = self._splits
+        self.train_set, self.val_set, self.test_set = (ImageSet(on_device(s)) for s in (splits.train, splits.val,
+                                                                                          splits.test))
+        if splits.unlabeled is not None and self.unlabeled_ratio:
+            self.unlabeled_set = ImageSet(on_device(splits.unlabeled))
 
     @property
     def unlabeled_images(self) -> int:
-        return 0 if self._splits is None or self._splits.unlabeled is None else len(self._splits.unlabeled[1])
+        return 0 if self._splits is None or self._splits.unlabeled is None else len(self._splits.unlabeled)
 
     def _data_device(self) -> torch.device:
-        """The accelerator's memory when batches can be gathered there (no worker processes)."""
+        """The accelerator's memory when batches can be gathered there (no worker processes) and the images fit in
+        half of what it has free; else CPU memory (a memory-mapped cache stays mapped)."""
         trainer = self.trainer
-        if trainer is not None and self.num_workers == 0:
-            return trainer.strategy.root_device
-        return torch.device("cpu")
+        if trainer is None or self.num_workers != 0:
+            return torch.device("cpu")
+        device = trainer.strategy.root_device
+        if device.type == "cuda":
+            size = sum({id(s.images): s.images.nbytes for s in (self._splits.train, self._splits.val,
+                                                                 self._splits.test)}.values())
+            if size > torch.cuda.mem_get_info(device)[0] / 2:
+                return torch.device("cpu")
+        return device
 
-    def _loader(self, dataset: InMemoryImages, batch_size: int, shuffle: bool, batches: int | None = None,
+    def _loader(self, dataset: ImageSet, batch_size: int, shuffle: bool, batches: int | None = None,
                 stream: int = 0) -> DataLoader:
         """`batches`: this many batches per epoch (the images passed over again as needed), else one pass."""
         # The run's seed (seed_everything set it) orders the batches; the loader's own generator only seeds
@@ -205,6 +249,7 @@ class ImageDataModule(L.LightningDataModule):
             num_workers=self.num_workers,
             collate_fn=_already_batched,
             persistent_workers=self.num_workers > 0,
+            pin_memory=self.num_workers > 0 and torch.cuda.is_available(),
             generator=torch.Generator().manual_seed(seed),
         )
 
@@ -225,23 +270,44 @@ class ImageDataModule(L.LightningDataModule):
     def test_dataloader(self) -> DataLoader:
         return self._loader(self.test_set, self.eval_batch_size, shuffle=False)
 
-    def normalize(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 [0, 255] (or float [0, 1]) -> zero mean and unit variance per channel (training-split statistics)."""
-        return self.normalization(images)
+    # -- pixels ------------------------------------------------------------------------------------------------
+
+    def eval_pixels(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 images at their stored size -> what the network takes at evaluation: centre-cropped [0, 1] pixels."""
+        return center_crop(images, self.preprocess.image_size).float().div_(255)
+
+    def test_pixels(self, n: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the test images as the network takes them at evaluation, their labels): the first `n` when given."""
+        test = self.splits.test
+        return self.eval_pixels(test.gather(n)), test.labels[:n]
+
+    def train_sample(self, n: int, seed: int = 0) -> torch.Tensor:
+        """`n` training images (a fixed random sample, none of them a test image) as the network takes them at
+        evaluation: what an int8 export calibrates on."""
+        train = self.splits.train
+        pick = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))[:n].sort().values
+        return self.eval_pixels(train.images[train.positions[pick]])
+
+    def train_views(self, pixels: torch.Tensor) -> torch.Tensor:
+        """[0, 1] pixels at their stored size -> a training view: a random resized crop (or the centre crop) to the
+        network's size, then the data's augmentation; fills (padding, cutout, corners) are the data's mean pixel."""
+        return self.augment(pixels, self.preprocess.image_size, self.normalization.mean)
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
-        if isinstance(batch, dict):  # labeled and unlabeled images: the task augments the unlabeled ones itself
+        if isinstance(batch, dict):  # labeled and unlabeled images: the task makes its own views of the unlabeled
             images, labels = batch["unlabeled"]
             return {"labeled": self.on_after_batch_transfer(batch["labeled"], dataloader_idx),
-                    "unlabeled": (self.normalize(images), labels)}
+                    "unlabeled": (images.float().div_(255), labels)}
         images, labels = batch
-        images = self.normalize(images)
-        if self.trainer is not None and self.trainer.training:
-            if self.synthetic:
-                fake_images, fake_labels = self.synthetic.sample(len(labels), images.device)
-                images = torch.cat([images, self.normalize(fake_images)])
-                labels = torch.cat([labels, fake_labels])
-            images = self.augment(images, self.normalization)
-            if self.augment.augmix:  # the clean images and two AugMix views: the task's consistency loss uses them
-                images = self.augment.augmix_views(images, self.normalization)
-        return images, labels
+        if self.trainer is None or not self.trainer.training:
+            return self.eval_pixels(images), labels
+        pixels = images.float().div_(255)
+        if self.synthetic:  # generated images join the batch before augmentation, as real ones
+            fake_images, fake_labels = self.synthetic.sample(len(labels), pixels.device)
+            if fake_images.shape[-2:] != pixels.shape[-2:]:  # the network's size; the batch is at its stored size
+                fake_images = torch.nn.functional.interpolate(fake_images, size=pixels.shape[-2:], mode="bilinear")
+            pixels, labels = torch.cat([pixels, fake_images]), torch.cat([labels, fake_labels])
+        pixels = self.train_views(pixels)
+        if self.augment.augmix:  # the clean images and two AugMix views: the task's consistency loss uses them
+            pixels = self.augment.augmix_views(pixels)
+        return pixels, labels

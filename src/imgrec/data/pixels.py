@@ -1,8 +1,6 @@
-"""Pixels one way: images in [0, 1] units <-> normalized (zero mean, unit variance per channel).
-
-The datamodule normalizes every batch with its training split's statistics; a task that needs pixels
-(a reconstruction target, a GAN's tanh range, an attack's epsilon) undoes it with the same object, and
-`imgrec.hub.load_model` puts one in front of a trained network so that it takes [0, 1] images.
+"""Images in [0, 1] units -> normalized (zero mean, unit variance per channel, the training split's statistics):
+the first step of every network, in training (imgrec.tasks.base.Task) and in use (imgrec.hub.PixelModel), so that
+batches, attacks, exports and served models all speak [0, 1] pixels.
 """
 
 from collections.abc import Sequence
@@ -24,15 +22,6 @@ class Normalization(nn.Module):
         """uint8 [0, 255] or float [0, 1] images -> normalized float images."""
         pixels = images.float().div_(255) if images.dtype == torch.uint8 else images
         return (pixels - self.mean.to(pixels)) / self.std.to(pixels)
-
-    def to_pixels(self, images: torch.Tensor, clamp: bool = True) -> torch.Tensor:
-        """Normalized images -> [0, 1] pixels (clamped by default: augmentation may step slightly outside)."""
-        pixels = images * self.std.to(images) + self.mean.to(images)
-        return pixels.clamp(0.0, 1.0) if clamp else pixels
-
-    def to_symmetric(self, images: torch.Tensor) -> torch.Tensor:
-        """Normalized images -> [-1, 1] pixels (a generator's tanh range)."""
-        return self.to_pixels(images) * 2 - 1
 
     def stats(self) -> tuple[list[float], list[float]]:
         """(mean, std) as plain lists, for a checkpoint's spec."""

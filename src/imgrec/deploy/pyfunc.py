@@ -3,7 +3,10 @@ register=NAME`) then works in `imgrec serve` (mlflow models serve --env-manager 
 (imgrec.hub finds the checkpoint inside).
 
 The pyfunc takes float32 images in [0, 1], (N, C, H, W), and returns one row per image: the probability
-of each class (a column per class name) and `pred`, the most probable class's name. Every classifier run
+of each class (a column per class name) and `pred`, the most probable class's name. It checks its input itself
+(`pixel_problem`: the shape, NaN and infinity, the range), so that every MLflow serving path (`imgrec serve`,
+`mlflow models serve`, a Docker image of it) answers a malformed body with a 4xx and one line, never a 500 or a
+confident answer to values outside [0, 1]. Every classifier run
 logs its best checkpoint this way too (`log_run_model`, through imgrec.deploy.logged_model with
 logger.log_model=true): the run's Model column in the MLflow UI, `models:/<model id>` anywhere.
 """
@@ -32,7 +35,34 @@ class ImageClassifier(mlflow.pyfunc.PythonModel):
 
     # The type hint: MLflow asks every PythonModel for one (a warning at class definition without it).
     def predict(self, context, model_input: np.ndarray, params=None) -> pd.DataFrame:
-        return probabilities(self.model, np.asarray(model_input, dtype=np.float32))
+        from mlflow.exceptions import MlflowException
+        from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+
+        try:
+            images = np.asarray(model_input, dtype=np.float32)
+        except (ValueError, TypeError):
+            raise MlflowException("inputs: numbers expected (strings, nulls or ragged lists found)",
+                                  INVALID_PARAMETER_VALUE) from None
+        problem = pixel_problem(images, self.model.spec.in_shape)
+        if problem is not None:
+            raise MlflowException(problem[1], INVALID_PARAMETER_VALUE)
+        return probabilities(self.model, images)
+
+
+def pixel_problem(images: np.ndarray, in_shape) -> tuple[int, str] | None:
+    """(HTTP status, one line) of what is wrong with a batch for a model on N x C x H x W pixels in [0, 1]; None when
+    nothing is. Refused, not clipped: a model trained on [0, 1] pixels answers anything else confidently and wrongly."""
+    shape = " x ".join(map(str, in_shape))
+    if images.size == 0:
+        return 400, "inputs: an empty batch"
+    if images.ndim != 4 or tuple(images.shape[1:]) != tuple(in_shape):
+        return 422, f"inputs: shape {' x '.join(map(str, images.shape))}; this model takes N x {shape}"
+    if not np.isfinite(images).all():
+        return 400, "inputs: NaN or infinity found"
+    low, high = float(images.min()), float(images.max())
+    if low < 0 or high > 1:
+        return 400, f"inputs: pixel values in [0, 1] expected, got values from {low:g} to {high:g}"
+    return None
 
 
 def probabilities(model, images: np.ndarray) -> pd.DataFrame:

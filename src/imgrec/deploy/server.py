@@ -1,20 +1,30 @@
 """The HTTP server of `imgrec serve`: MLflow's scoring server (its FastAPI app, its protocol) on a model's pyfunc,
-behind a guard that answers bad requests itself, each with a 4xx and one line, before the model sees them:
+behind a guard that answers bad requests itself, each with a 4xx and one line, before the model sees them, and that
+takes image files as well as pixels:
 
 - a body above `max_body_mb` (Content-Length, or counted as it arrives): 413;
 - /invocations with JSON that is not {"inputs": N x C x H x W numbers} of the model's image shape, an empty batch,
-  strings, NaN or infinity, or values outside [0, 1] (refused, not clipped: a model trained on [0, 1] pixels
-  answers anything else confidently and wrongly): 400 or 422.
+  strings, NaN or infinity, or values outside [0, 1] (the pyfunc's own check, imgrec.deploy.pyfunc.pixel_problem):
+  400 or 422;
+- /invocations with an image file as the body (Content-Type image/png, image/jpeg, ... or application/octet-stream),
+  or JSON {"images": [base64 of a file, ...]}: files of any size and mode, decoded by the model's own preprocessing
+  (imgrec.data.decode) into the pixels above; a body that is not an image Pillow can read: 400.
 
-Good requests go on to MLflow's app unchanged (the body is parsed twice: a millisecond for a batch of images).
+Good requests go on to MLflow's app (the body is parsed twice: a millisecond for a batch of images).
 The server answers the next request after any of these; uvicorn serves requests concurrently, the model's
 forward passes run in MLflow's worker threads.
 """
 
+import base64
+import binascii
 import json
 from collections.abc import Sequence
 
 import numpy as np
+
+from imgrec.data.decode import Preprocess, model_input
+from imgrec.deploy.pyfunc import pixel_problem
+from imgrec.errors import DataFileError
 
 CHECKED = "/invocations"
 
@@ -33,29 +43,57 @@ def check_inputs(body: bytes, in_shape: Sequence[int]) -> tuple[int, bytes] | No
     if not isinstance(payload, dict) or "inputs" not in payload:
         got = (f"an object with {', '.join(map(str, payload))}" if payload else "an empty object") \
             if isinstance(payload, dict) else f"a {type(payload).__name__}"
-        return refusal(400, f'expected {{"inputs": N x {" x ".join(map(str, in_shape))} numbers in [0, 1]}}, got {got}')
+        return refusal(400, f'expected {{"inputs": N x {" x ".join(map(str, in_shape))} numbers in [0, 1]}} or '
+                            f'{{"images": [base64 image files]}}, got {got}')
     try:
         images = np.asarray(payload["inputs"], dtype=np.float32)
     except (ValueError, TypeError):
         return refusal(400, "inputs: numbers expected (strings, nulls or ragged lists found)")
-    if images.size == 0:
-        return refusal(400, "inputs: an empty batch")
-    if tuple(images.shape[1:]) != tuple(in_shape):
-        return refusal(422, f"inputs: shape {' x '.join(map(str, images.shape))}; this model takes N x "
-                            f"{' x '.join(map(str, in_shape))}")
-    if not np.isfinite(images).all():
-        return refusal(400, "inputs: NaN or infinity found")
-    low, high = float(images.min()), float(images.max())
-    if low < 0 or high > 1:
-        return refusal(400, f"inputs: pixel values in [0, 1] expected, got values from {low:g} to {high:g}")
-    return None
+    problem = pixel_problem(images, in_shape)
+    return None if problem is None else refusal(*problem)
+
+
+def decoded_files(files: Sequence[bytes], preprocess: Preprocess) -> tuple[bytes | None, tuple[int, bytes] | None]:
+    """(a JSON body of the files' pixels, None) or (None, the refusal of the first file that does not decode)."""
+    images = []
+    for number, data in enumerate(files, start=1):
+        try:
+            images.append(model_input(data, preprocess, f"image {number}").numpy())
+        except DataFileError as err:
+            return None, refusal(400, str(err))
+    if not images:
+        return None, refusal(400, "images: an empty list")
+    return json.dumps({"inputs": np.stack(images).tolist()}).encode(), None
+
+
+def file_bodies(body: bytes, content_type: bytes) -> list[bytes] | tuple[int, bytes] | None:
+    """The image files a request carries (its body, or the base64 files of {"images": [...]}), a refusal, or None for
+    a request of pixels."""
+    if content_type.startswith(b"image/") or content_type == b"application/octet-stream":
+        return [body]
+    if content_type != b"application/json" or b'"images"' not in body:
+        return None
+    try:
+        payload = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None  # check_inputs says what is wrong with it
+    if not isinstance(payload, dict) or "images" not in payload or "inputs" in payload:
+        return None
+    files = payload["images"]
+    if not isinstance(files, list) or not all(isinstance(f, str) for f in files):
+        return refusal(400, "images: a list of base64-encoded image files expected")
+    try:
+        return [base64.b64decode(f, validate=True) for f in files]
+    except (ValueError, binascii.Error):
+        return refusal(400, "images: an entry is not base64")
 
 
 class RequestGuard:
     """ASGI middleware: the checks above in front of `app` (MLflow's scoring app)."""
 
-    def __init__(self, app, in_shape: Sequence[int], max_body_mb: float = 10.0):
-        self.app, self.in_shape, self.limit = app, tuple(in_shape), int(max_body_mb * 2**20)
+    def __init__(self, app, preprocess: Preprocess, max_body_mb: float = 10.0):
+        self.app, self.preprocess, self.limit = app, preprocess, int(max_body_mb * 2**20)
+        self.in_shape = preprocess.in_shape
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or scope["method"] != "POST":
@@ -72,11 +110,22 @@ class RequestGuard:
             more = message.get("more_body", False)
             if len(body) > self.limit:
                 return await answer(send, *self.too_large(len(body)))
-        content_type = dict(scope["headers"]).get(b"content-type", b"").split(b";")[0].strip()
-        if scope["path"].rstrip("/") == CHECKED and content_type == b"application/json":
-            refused = check_inputs(body, self.in_shape)
-            if refused is not None:
-                return await answer(send, *refused)
+        headers = dict(scope["headers"])
+        content_type = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
+        if scope["path"].rstrip("/") == CHECKED:
+            files = file_bodies(body, content_type)
+            if isinstance(files, tuple):
+                return await answer(send, *files)
+            if files is not None:  # image files: their pixels go on, as JSON
+                body, refused = decoded_files(files, self.preprocess)
+                if refused is not None:
+                    return await answer(send, *refused)
+                headers[b"content-type"], headers[b"content-length"] = b"application/json", str(len(body)).encode()
+                scope = {**scope, "headers": list(headers.items())}
+            elif content_type == b"application/json":
+                refused = check_inputs(body, self.in_shape)
+                if refused is not None:
+                    return await answer(send, *refused)
         replayed = False
 
         async def replay():
@@ -99,12 +148,12 @@ async def answer(send, status: int, body: bytes) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-def image_shape(model) -> tuple[int, ...]:
-    """The (C, H, W) a pyfunc model's signature declares (imgrec.deploy.pyfunc: a tensor of N x C x H x W)."""
-    schema = model.metadata.get_input_schema()
-    if schema is None or not schema.is_tensor_spec() or len(schema.inputs[0].shape) != 4:
-        raise ValueError("the model's signature declares no N x C x H x W image input (not an imgrec classifier?)")
-    return tuple(schema.inputs[0].shape[1:])
+def preprocess_of(model) -> Preprocess:
+    """How the served imgrec classifier (imgrec.deploy.pyfunc.ImageClassifier) takes a raw image."""
+    python_model = model.unwrap_python_model()
+    if not hasattr(python_model, "model"):
+        raise ValueError("the model is not an imgrec classifier (imgrec.deploy.pyfunc.ImageClassifier)")
+    return python_model.model.preprocess
 
 
 def app_for(model_uri: str, max_body_mb: float, precision: str = "auto"):
@@ -113,7 +162,7 @@ def app_for(model_uri: str, max_body_mb: float, precision: str = "auto"):
     from mlflow.pyfunc import scoring_server
 
     model = mlflow.pyfunc.load_model(model_uri, model_config={"precision": precision})
-    return RequestGuard(scoring_server.init(model), image_shape(model), max_body_mb)
+    return RequestGuard(scoring_server.init(model), preprocess_of(model), max_body_mb)
 
 
 def serve(model_uri: str, host: str, port: int, max_body_mb: float, precision: str = "auto") -> None:

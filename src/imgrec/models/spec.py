@@ -21,6 +21,8 @@ class NetSpec:
     std: tuple[float, ...] | None = None
     run_id: str | None = None  # the MLflow run that wrote the checkpoint
     data_root: str | None = None  # the folder its data was found in (data.root for the jobs that use it)
+    preprocess: dict[str, Any] | None = None  # imgrec.data.decode.Preprocess: a raw image -> its input (older: None)
+    data_config: dict[str, Any] | None = None  # its run's resolved data config, folders absolute (imgrec.data.trained)
 
     @classmethod
     def from_dict(cls, entry: dict[str, Any]) -> "NetSpec":

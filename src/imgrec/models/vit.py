@@ -22,7 +22,9 @@ class ViT(nn.Module):
         super().__init__()
         channels, height, width = in_shape
         if patch < 1 or height % patch or width % patch:
-            raise ValueError(f"model.patch must divide the image size {height}x{width}, got {patch}")
+            raise ValueError(f"model=vit takes images whose sides are multiples of model.patch={patch} (e.g. "
+                             f"{max(patch, height // patch * patch)}x{max(patch, width // patch * patch)}), got "
+                             f"{height}x{width}: set data.image_size or model.patch")
         if dim % heads:
             raise ValueError(f"model.dim must be a multiple of model.heads, got dim={dim} and heads={heads}")
         if depth < 1:

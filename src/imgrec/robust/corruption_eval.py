@@ -78,15 +78,15 @@ class CorruptionAccuracy(L.Callback):
         datamodule = getattr(trainer, "datamodule", None)
         if not self.n or not trainer.is_global_zero or getattr(datamodule, "test_set", None) is None:
             return
-        images, labels = datamodule.test_set.images[: self.n], datamodule.test_set.labels[: self.n]
-        pixels = images.float() / 255
+        images, labels = datamodule.test_set.head(self.n)
+        pixels = datamodule.eval_pixels(images)
         was_training = pl_module.training
         pl_module.eval()
 
         def accuracy(batch: torch.Tensor) -> float:
             right = 0
             for start in range(0, len(batch), self.batch_size):
-                logits = pl_module(datamodule.normalize(batch[start : start + self.batch_size]))
+                logits = pl_module(batch[start : start + self.batch_size])
                 right += int((logits.argmax(1) == labels[start : start + self.batch_size]).sum())
             return right / len(labels)
 

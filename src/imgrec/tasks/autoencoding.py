@@ -13,7 +13,6 @@ accuracy of a linear (logistic regression) or k-NN classifier trained on the lat
 training split and evaluated on those of the test split.
 """
 
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -38,18 +37,12 @@ EVAL_NOISE_SEED = 20080705  # val/test corruption is drawn from fixed seeds: epo
 # ----------------------------------------------------------------------------- noise
 
 
-def corrupt(
-    images: torch.Tensor, noise_std: float, pixel_std: torch.Tensor, generator: torch.Generator | None = None
-) -> torch.Tensor:
-    """Add Gaussian noise of `noise_std` in [0, 1] pixel units to normalized images.
-
-    A normalized image is (pixels - mean) / std per channel, so pixel noise n is n / std here.
-    Not clamped: the corruption is exactly Gaussian with the stated std.
-    """
+def corrupt(pixels: torch.Tensor, noise_std: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Add Gaussian noise of `noise_std` to [0, 1] pixels. Not clamped: the corruption is exactly Gaussian with the
+    stated std."""
     if noise_std == 0:
-        return images
-    noise = torch.randn(images.shape, generator=generator, device=images.device, dtype=images.dtype)
-    return images + noise * (noise_std / pixel_std.to(images).reshape(1, -1, 1, 1))
+        return pixels
+    return pixels + torch.randn(pixels.shape, generator=generator, device=pixels.device, dtype=pixels.dtype) * noise_std
 
 
 # ----------------------------------------------------------------------------- latent probes
@@ -141,9 +134,8 @@ class AutoencodingTask(Task):
     def inputs_and_targets(
         self, images: torch.Tensor, generator: torch.Generator | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """What the encoder sees (normalized, corrupted when denoising) and the clean [0, 1] target."""
-        target = self.normalization.to_pixels(images)
-        return corrupt(images, self.denoise_std, self.normalization.std, generator), target
+        """What the encoder sees (corrupted when denoising) and the clean target, both [0, 1] pixels."""
+        return corrupt(images, self.denoise_std, generator), images.clamp(0, 1)
 
     def _eval_generator(self, batch_idx: int) -> torch.Generator | None:
         if self.denoise_std == 0:
@@ -152,9 +144,9 @@ class AutoencodingTask(Task):
 
     # -- steps
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         """Reconstruction in [0, 1] pixels."""
-        return self.net(images).sigmoid()
+        return self.net(self.normalize(pixels)).sigmoid()
 
     def criterion(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         if self.loss_name == "bce":
@@ -164,7 +156,7 @@ class AutoencodingTask(Task):
     def model_step(self, batch, stage: str, generator: torch.Generator | None = None) -> torch.Tensor:
         images, _ = batch
         inputs, target = self.inputs_and_targets(images, generator)
-        logits = self.net(inputs)
+        logits = self.net(self.normalize(inputs))
         loss = self.criterion(logits, target)
         getattr(self, f"{stage}_loss").update(loss.detach())
         if stage != "train":  # update(), not forward(): logged per epoch (log_stage)
@@ -204,10 +196,10 @@ class AutoencodingTask(Task):
     def log_reconstructions(self) -> None:
         """Inputs above reconstructions for the first validation images: run dir + MLflow `reconstructions/`."""
         datamodule = self.trainer.datamodule
-        images = datamodule.normalize(datamodule.val_set.images[:GRID_IMAGES].to(self.device))
+        images = datamodule.eval_pixels(datamodule.val_set.head(GRID_IMAGES)[0].to(self.device))
         inputs, target = self.inputs_and_targets(images, self._eval_generator(-1))
         with torch.no_grad():
-            rows = {"input": self.normalization.to_pixels(inputs), "reconstruction": self(inputs)}
+            rows = {"input": inputs.clamp(0, 1), "reconstruction": self(inputs)}
         if self.denoise_std > 0:
             rows = {"clean": target, f"input + noise {self.denoise_std:g}": rows["input"],
                     "reconstruction": rows["reconstruction"]}
@@ -219,12 +211,13 @@ class AutoencodingTask(Task):
 
     # -- latent quality for recognition
 
-    def encode_images(self, images: torch.Tensor, normalize: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    def encode_images(self, images: torch.Tensor) -> torch.Tensor:
         """Latents (float32, on this module's device) of uint8 images, encoded in eval-batch-sized chunks."""
-        chunk = getattr(self.trainer.datamodule, "eval_batch_size", 1000)
+        datamodule = self.trainer.datamodule
+        chunk = datamodule.eval_batch_size
         with torch.no_grad():
-            parts = [self.net.encode(normalize(images[i : i + chunk].to(self.device))).float()
-                     for i in range(0, len(images), chunk)]
+            parts = [self.net.encode(self.normalize(datamodule.eval_pixels(images[i : i + chunk].to(self.device))))
+                     .float() for i in range(0, len(images), chunk)]
         return torch.cat(parts)
 
     def on_test_epoch_end(self) -> None:
@@ -234,10 +227,9 @@ class AutoencodingTask(Task):
         datamodule = self.trainer.datamodule
         train, test = datamodule.train_set, datamodule.test_set
         # The training split is already in random order (the train/val split shuffles it): a prefix is a random subset.
-        count = min(self.probe_train_size, len(train.labels))
-        train_latents = self.encode_images(train.images[:count], datamodule.normalize)
-        test_latents = self.encode_images(test.images, datamodule.normalize)
-        train_labels, test_labels = train.labels[:count].to(self.device), test.labels.to(self.device)
+        (train_images, train_labels), (test_images, test_labels) = train.head(self.probe_train_size), test.head()
+        train_latents, test_latents = self.encode_images(train_images), self.encode_images(test_images)
+        train_labels, test_labels = train_labels.to(self.device), test_labels.to(self.device)
         if self.probe == "linear":
             accuracy = linear_probe_accuracy(train_latents, train_labels, test_latents, test_labels)
         else:

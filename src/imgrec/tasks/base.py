@@ -1,4 +1,5 @@
-"""What every task shares: the data's pixel statistics, and checkpoints that say how to rebuild their network."""
+"""What every task shares: normalization as the network's first step (batches arrive as [0, 1] pixels), and
+checkpoints that say how to rebuild their network and feed it."""
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -46,9 +47,18 @@ class Task(L.LightningModule):
         self.optimizer, self.scheduler = optimizer, scheduler
         self.num_classes = num_classes
         self.class_names = list(class_names or range(num_classes))
-        # The datamodule's: batches arrive normalized; to_pixels() undoes it for tasks that need pixels.
+        # The datamodule's training-split statistics: batches arrive as [0, 1] pixels, and normalize() is the
+        # network's first step (forward), as it is in front of every trained model (imgrec.hub.PixelModel).
         self.normalization: Normalization | None = None
         self._resumed_rng: dict[str, Any] | None = None
+
+    def normalize(self, pixels: torch.Tensor) -> torch.Tensor:
+        """[0, 1] pixels -> what the network takes (the pixels themselves before the data is set up)."""
+        return pixels if self.normalization is None else self.normalization(pixels)
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        """The network on [0, 1] pixels."""
+        return self.net(self.normalize(pixels))
 
     def check_data(self, datamodule) -> None:
         """Refuse data this task cannot train on (ValueError, one line): imgrec.train calls it on the loaded
@@ -79,10 +89,11 @@ class Task(L.LightningModule):
         """A net with `fit_to_data(images)` (airbench's whitening layer) sets itself from up to DATA_FIT_IMAGES
         normalized training images before its first step; a resumed run keeps what its checkpoint holds."""
         fit = getattr(self.net, "fit_to_data", None)
-        train_set = getattr(getattr(self.trainer, "datamodule", None), "train_set", None)
-        if fit is None or train_set is None or self.trainer.ckpt_path is not None:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if fit is None or getattr(datamodule, "train_set", None) is None or self.trainer.ckpt_path is not None:
             return
-        fit(self.normalization(train_set.images[:DATA_FIT_IMAGES].to(self.device)))
+        images, _ = datamodule.train_set.head(DATA_FIT_IMAGES)
+        fit(self.normalize(datamodule.eval_pixels(images.to(self.device))))
 
     def on_train_start(self) -> None:
         """Resuming: the generators as they were when the checkpoint was written, just before the next epoch

@@ -112,9 +112,6 @@ class ClassificationTask(Task):
         self.test_per_class = per_class_metrics(self.num_classes)
         self.test_report: dict[str, Any] | None = None
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.net(images)
-
     def criterion(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         if self.loss_name == "mse":
             return F.mse_loss(logits.softmax(dim=1), F.one_hot(labels, self.num_classes).to(logits.dtype))
@@ -126,18 +123,14 @@ class ClassificationTask(Task):
         augment = getattr(getattr(self.trainer, "datamodule", None), "augment", None)
         self.augmix = bool(getattr(augment, "augmix", False))
 
-    def pixel_forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        """The network on [0, 1] pixels (what attacks perturb), the datamodule's normalization in front."""
-        return self.net(self.normalization(pixels))
-
     def model_step(self, batch, stage: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         images, labels = batch
         if stage == "train" and self.augmix:  # cross-entropy on the images, consistency with their AugMix views
             logits, *views = self(images).float().chunk(3)
             loss = self.criterion(logits, labels) + AUGMIX_CONSISTENCY_WEIGHT * jensen_shannon(logits, *views)
         elif stage == "train" and self.adversarial.trains_adversarially:
-            loss, logits = self.adversarial.training_loss(self.net, self.pixel_forward,
-                                                          self.normalization.to_pixels(images), labels, self.criterion)
+            loss, logits = self.adversarial.training_loss(self.net, self.forward, images.clamp(0, 1), labels,
+                                                          self.criterion)
         else:
             logits = self.test_time_logits(images) if stage != "train" else self(images).float()
             loss = self.criterion(logits, labels)
@@ -169,8 +162,8 @@ class ClassificationTask(Task):
         metric = getattr(self, f"{stage}_robust_acc")
         if stage == "val" and metric.weight.sum() >= self.adversarial.val_images:  # a subset, each epoch
             return
-        pixels = self.normalization.to_pixels(images)
-        metric.update(self.adversarial.robust_correct(self.net, self.pixel_forward, pixels, labels, stage))
+        pixels = images.clamp(0, 1)
+        metric.update(self.adversarial.robust_correct(self.net, self.forward, pixels, labels, stage))
         if stage == "test" and self.adversarial.autoattack_images:
             self.update_autoattack(pixels, labels)
 

@@ -69,7 +69,7 @@ class DistillationTask(ClassificationTask):
             return super().model_step(batch, stage)
         images, labels = batch
         logits = self(images).float()
-        soft = self.distillation_loss(logits, self.teacher(self.normalization.to_pixels(images)))
+        soft = self.distillation_loss(logits, self.teacher(images.clamp(0, 1)))
         loss = self.alpha * soft + (1 - self.alpha) * self.criterion(logits, labels)
         self.train_loss.update(loss.detach())
         self.train_loss_distill.update(soft.detach())
@@ -79,7 +79,7 @@ class DistillationTask(ClassificationTask):
     def test_step(self, batch, batch_idx: int) -> None:
         super().test_step(batch, batch_idx)
         images, labels = batch
-        self.test_teacher_acc.update((self.teacher(self.normalization.to_pixels(images)).argmax(1) == labels).float())
+        self.test_teacher_acc.update((self.teacher(images).argmax(1) == labels).float())
 
     def on_train_epoch_end(self) -> None:
         super().on_train_epoch_end()

@@ -129,7 +129,7 @@ class GANTask(Task):
 
     def setup(self, stage: str) -> None:
         super().setup(stage)
-        data = getattr(getattr(self.trainer.datamodule, "spec", None), "name", None)
+        data = getattr(self.trainer.datamodule, "name", None)
         spec = self.fd_classifier_spec
         if spec is not None and data is not None and data != spec.data:
             # Features of a classifier trained on other data (MNIST vs Fashion-MNIST...) measure nothing.
@@ -160,7 +160,7 @@ class GANTask(Task):
     def training_step(self, batch, batch_idx: int) -> None:
         images, labels = batch
         labels = labels if self.conditional else None  # fakes are generated for the batch's classes
-        real = self.normalization.to_symmetric(images)  # the generator's tanh range
+        real = images.clamp(0, 1) * 2 - 1  # the generator's tanh range
         generator, discriminator = self.net.generator, self.net.discriminator
         opt_g, opt_d = self.optimizers()
         fake = generator(torch.randn(len(real), self.latent_dim, device=self.device), labels)
@@ -223,12 +223,12 @@ class GANTask(Task):
     def _eval_step(self, batch, batch_idx: int, stage: str) -> None:
         images, labels = batch
         labels = labels if self.conditional else None
-        real = self.normalization.to_symmetric(images)
+        real = images.clamp(0, 1) * 2 - 1
         fake = self.net.generator(self._eval_noise(len(real), EVAL_NOISE_SEED + batch_idx), labels)
         for name, inputs in (("d_real", real), ("d_fake", fake)):  # logged per epoch (_log_eval)
             getattr(self, f"{stage}_{name}").update(self.net.discriminator(inputs, labels).sigmoid().float())
         if not self.trainer.sanity_checking and self.quality.needs_real(stage):
-            self.quality.add_real(stage, self.normalization.to_pixels(images))
+            self.quality.add_real(stage, images)
 
     def validation_step(self, batch, batch_idx: int) -> None:
         self._eval_step(batch, batch_idx, "val")

@@ -62,21 +62,17 @@ class SemiSupervisedTask(ClassificationTask):
         self.method, self.threshold, self.unlabeled_ratio = method, threshold, unlabeled_ratio
         self.unlabeled_weight, self.rampup = unlabeled_weight, rampup
         self.strong_ops, self.strong_magnitude, self.strong_cutout = strong_ops, strong_magnitude, strong_cutout
-        self.augment = None  # the datamodule's augmentation: the weak view (set in setup)
         self.loss_labeled, self.loss_unlabeled = MeanMetric(), MeanMetric()
         self.mask_rate, self.pseudo_label_acc = MeanMetric(), MeanMetric()
 
-    def setup(self, stage: str) -> None:
-        super().setup(stage)
-        self.augment = getattr(self.trainer.datamodule, "augment", None) or (lambda images, normalization: images)
+    def weak(self, pixels: torch.Tensor) -> torch.Tensor:
+        """The data's own training view (imgrec.data.datamodule: crops to the network's size, flips, translations)."""
+        return self.trainer.datamodule.train_views(pixels)
 
-    def weak(self, images: torch.Tensor) -> torch.Tensor:
-        return self.augment(images, self.normalization)
-
-    def strong(self, images: torch.Tensor) -> torch.Tensor:
-        """The weak view's flips and translations, then RandAugment on pixels, then cutout (normalized images)."""
-        pixels = rand_augment(self.normalization.to_pixels(self.weak(images)), self.strong_ops, self.strong_magnitude)
-        return cutout(self.normalization(pixels), round(self.strong_cutout * images.shape[-1]))
+    def strong(self, pixels: torch.Tensor) -> torch.Tensor:
+        """The weak view's flips and translations, then RandAugment, then cutout (filled with the mean pixel)."""
+        strong = rand_augment(self.weak(pixels).clamp(0, 1), self.strong_ops, self.strong_magnitude)
+        return cutout(strong, round(self.strong_cutout * strong.shape[-1]), self.normalization.mean.view(1, -1, 1, 1))
 
     def unlabeled_scale(self) -> float:
         """The unlabeled loss's weight now: ramped up over the first `rampup` of the run's steps."""

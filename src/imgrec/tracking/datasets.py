@@ -1,11 +1,13 @@
 """A training run's dataset as an MLflow dataset input: the UI's Dataset column and the run's Inputs.
 
-The input names the dataset, where its files are (the folder or file they were read from), and a digest:
-the SHA-256 of the files' bytes together with the split settings (validation size or fold, classes, training
-subset, labels per class), so it changes when the files change, and two runs share a dataset entry only when they
-trained on the same split. Its profile lists the split sizes, the image shape, the class names and the files' own
-SHA-256. Every run also logs `data/labeled_images`; a run on a labeled subset (data.labels_per_class) logs which
-images were labeled (labeled_images.csv: their index in the dataset's training files, and their label).
+The input names the dataset, where its files are (the folder or file they were read from, or a hub name), and a
+digest: the files' own (the built-in datasets' bytes; a folder's names, sizes and times; a HuggingFace dataset's
+fingerprint) together with the split settings (validation size or fold, classes, training subset, labels per
+class), so it changes when the files change, and two runs share a dataset entry only when they trained on the same
+split. Its profile lists the split sizes, the image shape and preprocessing, the class names, the files and those
+left out. Every run also logs `data/labeled_images`, its class balance (class_balance.csv: images per class and
+split) and, when some images did not decode, bad_files.txt; a run on a labeled subset (data.labels_per_class) logs
+which images were labeled (labeled_images.csv: their position in the source's training images, and their label).
 """
 
 import hashlib
@@ -15,15 +17,12 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import torch
 from mlflow.data.dataset_source import DatasetSource
 from mlflow.data.dataset_source_registry import resolve_dataset_source
 from mlflow.data.meta_dataset import MetaDataset
 from mlflow.entities import DatasetInput, InputTag, Metric
 from mlflow.exceptions import MlflowException
-
-from imgrec.data import catalog
-
-CHUNK = 1 << 20
 
 
 class ImageDataset(MetaDataset):
@@ -41,45 +40,59 @@ class ImageDataset(MetaDataset):
         return {**super().to_dict(), "profile": json.dumps(self._profile)}  # MetaDataset leaves the profile out
 
 
-def local_source(path: Path) -> DatasetSource:
-    """MLflow's source for a local path (a LocalArtifactDatasetSource, which MLflow registers twice and warns of)."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted in multiple ways")
-        return resolve_dataset_source(str(path))
+def dataset_source(uri: str) -> DatasetSource:
+    """MLflow's source for a local path (a LocalArtifactDatasetSource, which MLflow registers twice and warns of), or
+    for anything else (a hub name, a bucket) a source that keeps the URI as given."""
+    if Path(uri).exists():
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted in multiple ways")
+            return resolve_dataset_source(uri)
+    from mlflow.data.http_dataset_source import HTTPDatasetSource
+
+    return HTTPDatasetSource(uri)
 
 
-def files_sha256(files: list[Path]) -> str:
-    digest = hashlib.sha256()
-    for path in sorted(files):
-        digest.update(path.name.encode())
-        with path.open("rb") as handle:
-            while chunk := handle.read(CHUNK):
-                digest.update(chunk)
-    return digest.hexdigest()
+def class_counts(splits) -> dict[str, list[int]]:
+    """Images per class in each split (the class-balance table)."""
+    counts = {}
+    for part in ("train", "val", "test", "unlabeled"):
+        split = getattr(splits, part)
+        if split is not None:
+            counts[part] = torch.bincount(split.labels.cpu(), minlength=len(splits.class_names)).tolist()
+    return counts
 
 
 def image_dataset(datamodule) -> ImageDataset:
     """The dataset a loaded imgrec.data.datamodule.ImageDataModule trains, validates and tests on."""
-    source, files = catalog.dataset_files(datamodule.spec.name, datamodule.root, download=False)
-    splits = datamodule._splits
+    source, splits = datamodule.source(), datamodule.splits
     split = {"val_size": datamodule.val_size, "split_seed": datamodule.split_seed, "folds": datamodule.folds,
              "fold": datamodule.fold if datamodule.folds else None, "classes": datamodule.classes,
-             "train_size": datamodule.train_size, "labels_per_class": datamodule.labels_per_class}
-    sha256 = files_sha256(files)
-    digest = hashlib.sha256(json.dumps({"files": sha256, **split}, sort_keys=True).encode()).hexdigest()[:16]
-    profile = {"train": len(splits.train[1]), "validation": len(splits.val[1]), "test": len(splits.test[1]),
-               **({"unlabeled": len(splits.unlabeled[1])} if splits.unlabeled is not None else {}),
-               "image_shape": list(datamodule.in_shape), "classes": list(datamodule.class_names),
-               "files_sha256": sha256, **{k: v for k, v in split.items() if v is not None}}
-    return ImageDataset(local_source(source), datamodule.spec.name, digest, profile)
+             "train_size": datamodule.train_size, "labels_per_class": datamodule.labels_per_class,
+             **({"test_size": datamodule.test_size} if "test" not in splits.own else {})}
+    digest = hashlib.sha256(json.dumps({"files": source.digest, **split}, sort_keys=True).encode()).hexdigest()[:16]
+    counts = class_counts(splits)
+    profile = {**{part: sum(values) for part, values in counts.items()}, "image_shape": list(datamodule.in_shape),
+               "classes": list(datamodule.class_names), "files": source.files, "files_digest": source.digest,
+               "left_out": len(source.bad), "preprocess": datamodule.preprocess.to_dict(),
+               **{("class_indices" if k == "classes" else k): v for k, v in split.items() if v is not None}}
+    profile = {("validation" if k == "val" else k): v for k, v in profile.items()}
+    return ImageDataset(dataset_source(source.uri), source.name, digest, profile)
 
 
 def log_dataset(client, run_id: str, datamodule) -> ImageDataset | None:
-    """Log the datamodule's dataset as the run's training input; None for data that is not an image dataset."""
-    if getattr(datamodule, "_splits", None) is None or not hasattr(datamodule, "spec"):
+    """Log the datamodule's dataset as the run's training input, with its class balance (class_balance.csv) and the
+    images left out (bad_files.txt); None for data that is not an image dataset."""
+    if getattr(datamodule, "_splits", None) is None or not hasattr(datamodule, "source"):
         return None
     dataset = image_dataset(datamodule)
-    log_labeled_images(client, run_id, datamodule._splits)
+    log_labeled_images(client, run_id, datamodule.splits)
+    counts = class_counts(datamodule.splits)
+    rows = ["class," + ",".join(counts)] + [",".join([_csv_cell(name), *(str(counts[p][i]) for p in counts)])
+                                            for i, name in enumerate(datamodule.class_names)]
+    client.log_text(run_id, "\n".join(rows) + "\n", "class_balance.csv")
+    bad = datamodule.source().bad
+    if bad:
+        client.log_text(run_id, "".join(f"{name}\t{why}\n" for name, why in bad), "bad_files.txt")
     context = InputTag(key="mlflow.data.context", value="training")
     for attempt in range(3):
         try:
@@ -94,12 +107,17 @@ def log_dataset(client, run_id: str, datamodule) -> ImageDataset | None:
     return dataset
 
 
+def _csv_cell(text: str) -> str:
+    return f'"{text.replace(chr(34), chr(34) * 2)}"' if any(c in text for c in ',"\n') else text
+
+
 def log_labeled_images(client, run_id: str, splits) -> None:
     """`data/labeled_images` (the training images with labels), and with a labeled subset `data/unlabeled_images`
-    and labeled_images.csv: which images were labeled (their index in the training files) and their label."""
-    metrics = {"data/labeled_images": len(splits.train[1])}
+    and labeled_images.csv: which images were labeled (their position in the source's training images) and their
+    label."""
+    metrics = {"data/labeled_images": len(splits.train)}
     if splits.labeled_positions is not None:
-        metrics["data/unlabeled_images"] = len(splits.unlabeled[1])
-        rows = zip(splits.labeled_positions.tolist(), splits.train[1].tolist())
+        metrics["data/unlabeled_images"] = len(splits.unlabeled)
+        rows = zip(splits.labeled_positions.tolist(), splits.train.labels.tolist())
         client.log_text(run_id, "index,label\n" + "".join(f"{i},{label}\n" for i, label in rows), "labeled_images.csv")
     client.log_batch(run_id, metrics=[Metric(key, value, int(time.time() * 1000), 0) for key, value in metrics.items()])

@@ -31,7 +31,9 @@ INFRA_KEYS = (
 
 # Keys added after runs were tracked, with the value that does what the config did before they existed: left out
 # of the hash while they have it, so a store's earlier runs (table rows, resumes) still match.
-NEUTRAL_WHEN_ADDED = {"task.tta_translate": 0}
+NEUTRAL_WHEN_ADDED = {"task.tta_translate": 0, "data.augment.random_resized_crop": None}
+# Values renamed after runs were tracked: hashed under the name they had, for the same reason.
+HASHED_AS = {("data._target_", "imgrec.data.builtin.BuiltinImages"): "imgrec.data.datamodule.ImageDataModule"}
 
 
 def is_infra(key: str) -> bool:
@@ -47,6 +49,8 @@ def without_infra(container: dict[str, Any]) -> dict[str, Any]:
             path = f"{prefix}{key}"
             if is_infra(path) or (path in NEUTRAL_WHEN_ADDED and value == NEUTRAL_WHEN_ADDED[path]):
                 continue
+            if isinstance(value, str) and (path, value) in HASHED_AS:
+                value = HASHED_AS[path, value]
             kept[key] = prune(value, path + ".") if isinstance(value, dict) else value
         return kept
 

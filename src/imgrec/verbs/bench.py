@@ -1,6 +1,6 @@
-"""`imgrec bench [mode=throughput|vs_plain|fast_recipe|ablation] [models=[cnn,resnet20]] [training overrides]`:
-training speed, of the model families through the pipeline or of the whole pipeline against a hand-written
-PyTorch loop (scripts/plain_loop.py) doing the same work.
+"""`imgrec bench [mode=throughput|vs_plain|fast_recipe|ablation|time_to_accuracy|profile|decode] [models=[cnn,resnet20]]
+[training overrides]`: training speed, of the model families through the pipeline or of the whole pipeline against a
+hand-written PyTorch loop (scripts/plain_loop.py) doing the same work; and how fast your own images are decoded.
 
     imgrec bench                                   # images/s of every family on fashion_mnist
     imgrec bench models=[cnn,resnet20] data=cifar10 steps=50
@@ -12,6 +12,7 @@ PyTorch loop (scripts/plain_loop.py) doing the same work.
     imgrec bench mode=ablation recipe=fmnist_94    # experiment=fmnist_94: airbench's tricks, each in or out
     imgrec bench mode=time_to_accuracy             # test accuracy against wall time: the recipe ladder
     imgrec bench mode=profile                      # where vs_plain's two processes spend their time, by phase
+    imgrec bench mode=decode                       # cold decode: 60,000 28-px PNGs, JPEG photos to 224 px
 
 throughput: each model trains for `warmup` + `steps` batches of real data (data loading, normalization,
 augmentation, forward, backward, optimizer step, metric updates); only the last `steps` are timed.
@@ -21,7 +22,9 @@ vs_plain, fast_recipe: whole processes, timed from start to exit: `python train.
 their ratio. ablation: one whole run of experiment=<recipe> per ingredient taken out. time_to_accuracy: one
 whole run of each recipe of the ladder (the default job, experiment=fmnist_fast, experiment=fmnist_94, the plain
 loop's 3 fp32 epochs), their test accuracy against wall time in a PNG (time_to_accuracy.png). profile: vs_plain's
-two processes, once each under py-spy (imgrec.profiling), their seconds by phase side by side. Runs are tracked in a
+two processes, once each under py-spy (imgrec.profiling), their seconds by phase side by side. decode: the decode
+cache made from cold files with every core (imgrec.data.decode_bench; the files are written once into
+outputs/bench/decode/files). Runs are tracked in a
 throwaway MLflow store (created before the first timing, as a user's store already exists), so the real one
 stays clean. The table goes to outputs/bench/<mode>/ (bench.md, bench.csv). Run it alone: two jobs at once on
 two cores measure each other.
@@ -49,7 +52,7 @@ from imgrec.tracking.store import open_store
 from imgrec.train import train
 
 FAMILIES = [m for m in config.options("model") if m != "transfer"]
-MODES = ("throughput", "vs_plain", "fast_recipe", "ablation", "time_to_accuracy", "profile")
+MODES = ("throughput", "vs_plain", "fast_recipe", "ablation", "time_to_accuracy", "profile", "decode")
 REPO = Path(__file__).resolve().parents[3]  # train.py and scripts/plain_loop.py (a checkout)
 VS_PLAIN = ["model=keras_cnn", "trainer.max_epochs=2"]  # the Keras MNIST convnet, 2 epochs
 # the budget of experiment=fmnist_fast: the plain loop's 3 epochs of the Keras convnet as first measured (fp32)
@@ -251,6 +254,16 @@ def throughput(models: list[str], steps: int, warmup: int, overrides: list[str])
     return Section(text=text + ".", table=Table("bench", columns, rows))
 
 
+def decode_rates(scratch: Path) -> Section:
+    from imgrec.data.decode_bench import measure
+
+    rows = measure(scratch)
+    columns = [text_column("files", "files"), Column("images", "images", ",d"), Column("seconds", "seconds", ".1f"),
+               Column("img/s", "img_per_s", ",.0f"), Column("img/s per core", "img_per_s_per_core", ",.0f")]
+    return Section(text=f"Cold decode into a new cache, {rows[0]['cores']} worker processes.",
+                   table=Table("bench", columns, rows))
+
+
 def vs_plain_job(overrides: list[str]) -> list[str]:
     """What vs_plain and profile run in both processes: the overrides, or the Keras convnet's 2 epochs when they only
     say where runs go (paths.*)."""
@@ -276,6 +289,8 @@ def run(job: Job) -> Report:
         sections = profile(vs_plain_job(overrides))
     elif cfg.mode == "fast_recipe":
         sections = [side_by_side(["experiment=fmnist_fast", *overrides], FAST_BUDGET, cfg.pairs)]
+    elif cfg.mode == "decode":
+        sections = [decode_rates(Path(cfg.paths.root) / "outputs" / "bench" / "decode" / "files")]
     elif cfg.mode == "ablation":
         if cfg.recipe not in ABLATIONS:
             raise ConfigError(f"recipe must be one of {', '.join(ABLATIONS)}, got {cfg.recipe!r}")

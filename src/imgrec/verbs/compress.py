@@ -42,16 +42,14 @@ def check(job: ModelJob) -> None:
 
 
 def finetune_job(job: ModelJob) -> TrainJob:
-    """The pruning and fine-tuning run: model=pruned on the model's own data and classes."""
-    cfg, spec = job.cfg, job.model.spec
-    from imgrec.data import catalog
+    """The pruning and fine-tuning run: model=pruned on the model's own data as its run had it (its source, splits,
+    classes and augmentation)."""
+    from imgrec.data.trained import training_overrides
 
-    names = catalog.get_spec(spec.data).class_names
-    classes = [] if spec.class_names is None or tuple(spec.class_names) == tuple(names) else [
-        f"data.classes=[{','.join(str(names.index(c)) for c in spec.class_names)}]"]
+    cfg = job.cfg
     overrides = ["model=pruned", f"model.checkpoint={cfg.model}", f"model.amount={cfg.prune}",
-                 *([f"model.round_to={cfg.round_to}"] if cfg.round_to else []), f"data={spec.data}",
-                 *([f"data.root={job.data_root}"] if job.data_root else []), *classes,
+                 *([f"model.round_to={cfg.round_to}"] if cfg.round_to else []),
+                 *training_overrides(job.model.spec, job.data_root),
                  f"trainer.max_epochs={cfg.finetune_epochs}", f"paths.root={cfg.paths.root}",
                  f"logger.tracking_uri={cfg.logger.tracking_uri}", f"logger.experiment_name={cfg.logger.experiment_name}",
                  *[str(o) for o in cfg.finetune or []]]

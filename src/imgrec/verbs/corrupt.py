@@ -66,8 +66,9 @@ def check(job: ModelJob) -> None:
     chosen(job.cfg)
     job.fitting_classes()
     reference_model(job)
-    if job.cfg.save is not None and job.dataset == "digits":
-        raise ConfigError("save: digits come from scikit-learn, not from files: there is no format to write them in")
+    if job.cfg.save is not None and (job.dataset not in catalog.DATASETS or job.dataset == "digits"):
+        raise ConfigError(f"save: writes a built-in dataset's own file format (IDX, CIFAR pickles); {job.dataset} has "
+                          "none to write in (digits come from scikit-learn; your own images from a folder or hub)")
 
 
 @torch.inference_mode()

@@ -15,7 +15,6 @@ shots with the 95% intervals).
 import torch
 
 from imgrec import fewshot, stats
-from imgrec.data import catalog
 from imgrec.data.splits import select_classes
 from imgrec.errors import ConfigError
 from imgrec.jobs import ModelJob, Verb
@@ -35,8 +34,8 @@ def positive_ints(key: str, value) -> list[int]:
 
 def chosen_classes(job: ModelJob) -> list[int]:
     """data.classes, checked: distinct classes of the dataset, none the model was trained on unless allowed."""
-    cfg, names = job.cfg, catalog.get_spec(job.dataset).class_names
-    seen = set(job.model.class_names) if job.dataset == job.model.spec.data else set()
+    cfg, names = job.cfg, job.datamodule(classes=False).class_names
+    seen = set() if job.other_data else set(job.model.class_names)
     given = cfg.data.get("classes")
     classes = [i for i, name in enumerate(names) if name not in seen] if given is None else list(given)
     if not all(isinstance(c, int) and 0 <= c < len(names) for c in classes) or len(set(classes)) != len(classes):
@@ -86,10 +85,10 @@ def accuracy_figure(rows: list[dict], title: str) -> Figure:
 
 def run(job: ModelJob) -> Report:
     cfg, model = job.cfg, job.model
-    classes, names = chosen_classes(job), catalog.get_spec(job.dataset).class_names
-    files = catalog.load_dataset(job.dataset, job.data_root, bool(cfg.data.get("download", False)))
-    images, labels = select_classes(torch.from_numpy(files.test_images), torch.from_numpy(files.test_labels), classes,
-                                    len(names))
+    data = job.datamodule(classes=False)
+    classes, names = chosen_classes(job), data.class_names
+    test = select_classes(data.splits.test, classes, len(names))
+    images, labels = data.eval_pixels(test.gather()), test.labels
     smallest = int(torch.bincount(labels).min())
     if max(positive_ints("shots", cfg.shots)) + cfg.queries > smallest:
         raise ConfigError(f"shots + queries ({max(cfg.shots)} + {cfg.queries}) exceed the {smallest} test images of "

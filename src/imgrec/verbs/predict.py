@@ -1,8 +1,8 @@
 """`imgrec predict model=<uri> inputs=<file|folder|glob> [output=preds.csv|preds.json] [topk=3] [precision=auto]`: classify
 image files.
 
-Reads the images (imgrec.deploy.images: PNG, JPEG, BMP and NPY, converted to the model's channels and size,
-[0, 1] values), predicts them in batches and reports, per file, `pred` (the top-1 class name), `prob`, then
+Reads the images (imgrec.deploy.images: PNG, JPEG, BMP, GIF, TIFF, WebP and NPY of any size and mode, decoded by
+the model's own preprocessing: its channels, size and centre crop), predicts them in batches and reports, per file, `pred` (the top-1 class name), `prob`, then
 `pred_2`, `prob_2`, ... up to top-k: outputs/predict/<run id>/predictions.csv (and `output`, CSV or JSON by its
 extension, when given) and a `predict` child run of the model's run. A file that is not an image is one line
 naming it; the others are still predicted, and the command exits 1 at the end. `precision=auto` runs a batch
@@ -29,7 +29,8 @@ def predict(model, paths: Sequence[Path], topk: int, batch_size: int) -> tuple[l
     """(one row per readable file, one line per unreadable one)."""
     rows, errors = [], []
     names, k = model.class_names, min(topk, model.spec.num_classes)
-    progress = track(list(batches(paths, model.spec.in_shape, batch_size)), description="predicting",
+    progress = track(batches(paths, model.preprocess, batch_size), total=-(-len(paths) // batch_size),
+                     description="predicting",
                      disable=not sys.stderr.isatty(), console=Console(stderr=True))
     with torch.no_grad():
         for files, images, unreadable in progress:

@@ -41,7 +41,7 @@ def measure_cost(client, run_id: str, tracking_uri: str, mode: str = "eager", ex
     import tempfile
 
     from imgrec import cost, hub
-    from imgrec.data.splits import labelled_test_split, sample_train_images
+    from imgrec.data.trained import datamodule_of
     from imgrec.deploy.export import onnx_profile
     from imgrec.jobs import trained_data_root
 
@@ -52,11 +52,12 @@ def measure_cost(client, run_id: str, tracking_uri: str, mode: str = "eager", ex
         rate = client.get_run(run_id).data.metrics.get("perf/train_img_per_s")
         return {**measured, "latency_ms": cost.net_latency_ms(net, spec.in_shape),
                 **({"train_img_per_s": rate} if rate is not None else {})}
-    root = trained_data_root(spec, client, run_id)
-    images, labels = labelled_test_split(spec.data, spec.class_names, root)
-    calibration = sample_train_images(spec.data, root, calibration_images) if export == "int8" else None
+    data = datamodule_of(spec, trained_data_root(spec, client, run_id))
+    data.load()
+    images, labels = data.test_pixels()
+    calibration = data.train_sample(calibration_images).numpy() if export == "int8" else None
     with tempfile.TemporaryDirectory() as scratch:
-        profile = onnx_profile(model, images.float().numpy() / 255, labels.numpy(), Path(scratch), calibration)
+        profile = onnx_profile(model, images.numpy(), labels.numpy(), Path(scratch), calibration)
     return {**measured, **profile}
 
 

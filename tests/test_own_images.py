@@ -428,3 +428,17 @@ def test_real_photographs_train_predict_and_explain(make_cfg, tmp_path, gray):
     assert {row["pred"] for row in report.sections[0].table.rows} <= set(classes)
     explained = cli("explain", *args, "methods=[saliency,integrated_gradients]", "n=3")
     assert explained.figures
+
+
+@pytest.mark.slow
+def test_two_ddp_ranks_train_on_a_folder_from_one_cache(tmp_path):
+    from tests.conftest import train_py
+
+    root = tmp_path / "photos"
+    write_image_folder(root, per_class=30, shape=(1, 16, 16))
+    done = train_py("trainer=ddp_cpu", "data=folder", f"data.root={root}", *FAST, *SMALL_NET, cwd=tmp_path, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (run,) = runs(MlflowClient(f"sqlite:///{tmp_path}/mlruns/mlflow.db"))
+    assert run.info.status == "FINISHED" and run.data.params["trainer.devices"] == "2"
+    assert len([p for p in (tmp_path / "data" / "cache").glob("photos-*") if p.is_dir()]) == 1  # one cache
+    assert done.stderr.count("decoded 90 images") + done.stdout.count("decoded 90 images") == 1

@@ -17,6 +17,7 @@ STUDY = {
     "compare": "is A better than B: groups of runs with intervals, tests, verdicts",
     "bench": "training speed: images/s of the model families, or the pipeline against a plain loop",
     "sync": "send what runs logged while their tracking server was unreachable (their spools)",
+    "shard": "a dataset as WebDataset shards on a folder or a bucket, for data=stream (out=DIR|s3://...)",
 }
 MODEL = {
     "evaluate": "its test metrics on its own or another dataset's test split",

@@ -20,7 +20,7 @@ from imgrec.errors import ConfigError
 from imgrec.models.spec import NetSpec
 from imgrec.tasks.checkpointing import AtomicCheckpointIO
 from imgrec.tracking import run as tracking
-from imgrec.tracking import spool
+from imgrec.tracking import secrets, spool
 from imgrec.tracking.datasets import log_dataset
 from imgrec.tracking.identity import choice_tags, config_hash
 from imgrec.tracking.store import open_store, reap_orphans
@@ -36,6 +36,7 @@ def train(cfg: DictConfig, callbacks: Sequence[L.Callback] = (), tags: dict[str,
     the MLflow run's (e.g. `mlflow.parentRunId`, which nests the run under a sweep's parent run).
     """
     validate(cfg)  # a bad value fails here, in one line, before anything is built or tracked
+    secrets.register(cfg)  # data.storage_options: kept out of everything tracked
     with open_dict(cfg):
         cfg.seed = L.seed_everything(cfg.seed, workers=True, verbose=False)  # a null seed is drawn here and logged
     # The run's identity is the config as asked for: an `auto` choice is hashed as `auto`, like the device it
@@ -175,7 +176,7 @@ def build_task(cfg: DictConfig, datamodule) -> L.LightningModule:
 def data_config(cfg: DictConfig, datamodule) -> dict:
     """The run's data config, resolved, its folders and files absolute (where the files were found, for data.root):
     what every verb rebuilds the model's data from (imgrec.data.trained), on the run's splits and augmentation."""
-    config = OmegaConf.to_container(cfg.data, resolve=True)
+    config = secrets.without_secrets(OmegaConf.to_container(cfg.data, resolve=True))
     for key in ("root", "labels", "path", "cache_dir"):
         value = config.get(key)
         if isinstance(value, str) and Path(value).expanduser().exists():

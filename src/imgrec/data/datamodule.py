@@ -159,6 +159,22 @@ class ImageDataModule(L.LightningDataModule):
         """Where the images come from, for the run's MLflow dataset input (after load)."""
         raise NotImplementedError
 
+    def split_settings(self) -> dict[str, Any]:
+        """What decided the splits (with the files, the run's dataset digest: imgrec.tracking.datasets)."""
+        return {"val_size": self.val_size, "split_seed": self.split_seed, "folds": self.folds,
+                "fold": self.fold if self.folds else None, "classes": self.classes, "train_size": self.train_size,
+                "labels_per_class": self.labels_per_class,
+                **({"test_size": self.test_size} if "test" not in self.splits.own else {})}
+
+    def class_counts(self) -> dict[str, list[int]]:
+        """Images per class in each split (the run's class_balance.csv)."""
+        counts = {}
+        for part in ("train", "val", "test", "unlabeled"):
+            split = getattr(self.splits, part)
+            if split is not None:
+                counts[part] = torch.bincount(split.labels.cpu(), minlength=len(self.class_names)).tolist()
+        return counts
+
     # -- what the model needs to know, once the data is loaded -------------------------------------------------
 
     @property
@@ -275,6 +291,15 @@ class ImageDataModule(L.LightningDataModule):
     def eval_pixels(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 images at their stored size -> what the network takes at evaluation: centre-cropped [0, 1] pixels."""
         return center_crop(images, self.preprocess.image_size).float().div_(255)
+
+    def head(self, split: str, n: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the uint8 images, the labels) of the first `n` images of a split (train, val, test; all when None), on
+        the training device once set up."""
+        dataset = getattr(self, f"{split}_set")
+        if dataset is not None:
+            return dataset.head(n)
+        part = getattr(self.splits, split)
+        return part.gather(n), part.labels[:n]
 
     def test_pixels(self, n: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(the test images as the network takes them at evaluation, their labels): the first `n` when given."""

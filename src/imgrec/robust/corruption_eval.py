@@ -76,9 +76,9 @@ class CorruptionAccuracy(L.Callback):
     @torch.inference_mode()
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         datamodule = getattr(trainer, "datamodule", None)
-        if not self.n or not trainer.is_global_zero or getattr(datamodule, "test_set", None) is None:
+        if not self.n or not trainer.is_global_zero or not hasattr(datamodule, "head"):
             return
-        images, labels = datamodule.test_set.head(self.n)
+        images, labels = datamodule.head("test", self.n)
         pixels = datamodule.eval_pixels(images)
         was_training = pl_module.training
         pl_module.eval()

@@ -196,7 +196,7 @@ class AutoencodingTask(Task):
     def log_reconstructions(self) -> None:
         """Inputs above reconstructions for the first validation images: run dir + MLflow `reconstructions/`."""
         datamodule = self.trainer.datamodule
-        images = datamodule.eval_pixels(datamodule.val_set.head(GRID_IMAGES)[0].to(self.device))
+        images = datamodule.eval_pixels(datamodule.head("val", GRID_IMAGES)[0].to(self.device))
         inputs, target = self.inputs_and_targets(images, self._eval_generator(-1))
         with torch.no_grad():
             rows = {"input": inputs.clamp(0, 1), "reconstruction": self(inputs)}
@@ -225,9 +225,9 @@ class AutoencodingTask(Task):
         # Every DDP rank holds the whole dataset and the same weights, so each computes the same
         # value; none waits on another.
         datamodule = self.trainer.datamodule
-        train, test = datamodule.train_set, datamodule.test_set
         # The training split is already in random order (the train/val split shuffles it): a prefix is a random subset.
-        (train_images, train_labels), (test_images, test_labels) = train.head(self.probe_train_size), test.head()
+        (train_images, train_labels), (test_images, test_labels) = (datamodule.head("train", self.probe_train_size),
+                                                                    datamodule.head("test"))
         train_latents, test_latents = self.encode_images(train_images), self.encode_images(test_images)
         train_labels, test_labels = train_labels.to(self.device), test_labels.to(self.device)
         if self.probe == "linear":

@@ -90,9 +90,9 @@ class Task(L.LightningModule):
         normalized training images before its first step; a resumed run keeps what its checkpoint holds."""
         fit = getattr(self.net, "fit_to_data", None)
         datamodule = getattr(self.trainer, "datamodule", None)
-        if fit is None or getattr(datamodule, "train_set", None) is None or self.trainer.ckpt_path is not None:
+        if fit is None or not hasattr(datamodule, "head") or self.trainer.ckpt_path is not None:
             return
-        images, _ = datamodule.train_set.head(DATA_FIT_IMAGES)
+        images, _ = datamodule.head("train", DATA_FIT_IMAGES)
         fit(self.normalize(datamodule.eval_pixels(images.to(self.device))))
 
     def on_train_start(self) -> None:

@@ -237,7 +237,8 @@ class ClassificationTask(Task):
             outputs = self.all_gather(outputs)  # (world_size, 3, share)
             outputs = outputs.permute(1, 2, 0).reshape(3, -1)  # image i of rank r was image r + i * world_size
             dataloader = self.trainer.test_dataloaders
-            total = len(dataloader.dataset) if hasattr(dataloader, "dataset") else outputs.shape[1]
+            dataset = getattr(dataloader, "dataset", None)
+            total = outputs.shape[1] if dataset is None else getattr(dataset, "num_images", None) or len(dataset)
             outputs = outputs[:, :total]
         outputs = outputs.cpu()
         return {"pred": outputs[0].long(), "label": outputs[1].long(), "prob": outputs[2]}

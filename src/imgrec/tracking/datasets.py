@@ -17,7 +17,6 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-import torch
 from mlflow.data.dataset_source import DatasetSource
 from mlflow.data.dataset_source_registry import resolve_dataset_source
 from mlflow.data.meta_dataset import MetaDataset
@@ -52,25 +51,11 @@ def dataset_source(uri: str) -> DatasetSource:
     return HTTPDatasetSource(uri)
 
 
-def class_counts(splits) -> dict[str, list[int]]:
-    """Images per class in each split (the class-balance table)."""
-    counts = {}
-    for part in ("train", "val", "test", "unlabeled"):
-        split = getattr(splits, part)
-        if split is not None:
-            counts[part] = torch.bincount(split.labels.cpu(), minlength=len(splits.class_names)).tolist()
-    return counts
-
-
 def image_dataset(datamodule) -> ImageDataset:
     """The dataset a loaded imgrec.data.datamodule.ImageDataModule trains, validates and tests on."""
-    source, splits = datamodule.source(), datamodule.splits
-    split = {"val_size": datamodule.val_size, "split_seed": datamodule.split_seed, "folds": datamodule.folds,
-             "fold": datamodule.fold if datamodule.folds else None, "classes": datamodule.classes,
-             "train_size": datamodule.train_size, "labels_per_class": datamodule.labels_per_class,
-             **({"test_size": datamodule.test_size} if "test" not in splits.own else {})}
+    source, split = datamodule.source(), datamodule.split_settings()
     digest = hashlib.sha256(json.dumps({"files": source.digest, **split}, sort_keys=True).encode()).hexdigest()[:16]
-    counts = class_counts(splits)
+    counts = datamodule.class_counts()
     profile = {**{part: sum(values) for part, values in counts.items()}, "image_shape": list(datamodule.in_shape),
                "classes": list(datamodule.class_names), "files": source.files, "files_digest": source.digest,
                "left_out": len(source.bad), "preprocess": datamodule.preprocess.to_dict(),
@@ -82,11 +67,11 @@ def image_dataset(datamodule) -> ImageDataset:
 def log_dataset(client, run_id: str, datamodule) -> ImageDataset | None:
     """Log the datamodule's dataset as the run's training input, with its class balance (class_balance.csv) and the
     images left out (bad_files.txt); None for data that is not an image dataset."""
-    if getattr(datamodule, "_splits", None) is None or not hasattr(datamodule, "source"):
+    if not hasattr(datamodule, "class_counts"):
         return None
     dataset = image_dataset(datamodule)
-    log_labeled_images(client, run_id, datamodule.splits)
-    counts = class_counts(datamodule.splits)
+    counts = datamodule.class_counts()
+    log_labeled_images(client, run_id, datamodule, sum(counts["train"]))
     rows = ["class," + ",".join(counts)] + [",".join([_csv_cell(name), *(str(counts[p][i]) for p in counts)])
                                             for i, name in enumerate(datamodule.class_names)]
     client.log_text(run_id, "\n".join(rows) + "\n", "class_balance.csv")
@@ -111,12 +96,13 @@ def _csv_cell(text: str) -> str:
     return f'"{text.replace(chr(34), chr(34) * 2)}"' if any(c in text for c in ',"\n') else text
 
 
-def log_labeled_images(client, run_id: str, splits) -> None:
+def log_labeled_images(client, run_id: str, datamodule, labeled: int) -> None:
     """`data/labeled_images` (the training images with labels), and with a labeled subset `data/unlabeled_images`
     and labeled_images.csv: which images were labeled (their position in the source's training images) and their
     label."""
-    metrics = {"data/labeled_images": len(splits.train)}
-    if splits.labeled_positions is not None:
+    metrics = {"data/labeled_images": labeled}
+    splits = getattr(datamodule, "_splits", None)
+    if splits is not None and splits.labeled_positions is not None:
         metrics["data/unlabeled_images"] = len(splits.unlabeled)
         rows = zip(splits.labeled_positions.tolist(), splits.train.labels.tolist())
         client.log_text(run_id, "index,label\n" + "".join(f"{i},{label}\n" for i, label in rows), "labeled_images.csv")

@@ -24,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from imgrec.console import command_line
+from imgrec.tracking import secrets
 from imgrec.tracking.identity import CONFIG_HASH_TAG, RECIPE_HASH_TAG
 from imgrec.tracking.query import find_runs
 from imgrec.tracking.spool import spooling
@@ -102,7 +103,7 @@ def run_tags(output_dir: str, config_id: str, recipe_id: str, checkpoint_dir: st
     commit = _git("rev-parse", "HEAD")
     status = _git("status", "--porcelain", "--untracked-files=no")
     tags = {
-        "command": command_line(),
+        "command": secrets.redact(command_line()),
         "mlflow.source.name": sys.argv[0],
         "host": platform.node(),
         "hydra.output_dir": output_dir,
@@ -134,7 +135,7 @@ def flat_params(cfg: DictConfig, skip: tuple[str, ...] = ()) -> dict[str, object
             flat[key] = node
 
     walk(OmegaConf.to_container(kept, resolve=False), "")
-    return flat
+    return secrets.redact_params(flat)
 
 
 def raise_keyboard_interrupt(signum, frame) -> None:
@@ -168,7 +169,7 @@ def lifecycle(client: MlflowClient, run_id: str) -> Iterator[None]:
         status = "KILLED"
         raise
     except BaseException as err:
-        client.set_tag(run_id, ERROR_TAG, f"{type(err).__name__}: {err}"[:5000])
+        client.set_tag(run_id, ERROR_TAG, secrets.redact(f"{type(err).__name__}: {err}")[:5000])
         raise
     finally:
         client.set_terminated(run_id, status)
@@ -190,7 +191,7 @@ def tracked_run(logger, cfg: DictConfig, tags: dict[str, str], resumed: bool) ->
                 logger.log_hyperparams(flat_params(cfg))
             hydra_dir = Path(tags["hydra.output_dir"]) / ".hydra"
             if hydra_dir.is_dir():  # config.yaml, overrides.yaml, hydra.yaml
-                writer.log_artifacts(run_id, str(hydra_dir), "hydra")
+                writer.log_artifacts(run_id, str(secrets.redacted_copy(hydra_dir)), "hydra")
             with lifecycle(writer, run_id):
                 yield run_id
         finally:

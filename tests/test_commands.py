@@ -47,7 +47,7 @@ def test_every_verbs_help_says_what_it_does_and_lists_its_options_and_choices(ve
 @pytest.mark.parametrize("verb, key, values", [
     ("attack", "attack", ["fgsm", "pgd", "autoattack"]), ("export", "format", ["onnx", "pt2", "int8"]),
     ("reproduce", "table", options("table")), ("sweep", "sweep", options("sweep")),
-    ("bench", "mode", ["throughput", "vs_plain", "fast_recipe", "ablation", "time_to_accuracy", "profile"]),
+    ("bench", "mode", ["throughput", "vs_plain", "fast_recipe", "ablation", "time_to_accuracy", "profile", "decode"]),
     ("explain", "methods", ["saliency", "integrated_gradients", "gradcam", "lime", "kernel_shap", "random"]),
 ])
 def test_the_help_lists_the_full_choices_of_a_key(verb, key, values, capsys):
@@ -75,7 +75,9 @@ def test_train_help_says_what_training_does_where_runs_go_and_every_group(capsys
     (["sweep"], "error: sweep=... is required: a search space of conf/sweep/ (adversarial_eps, "),
     (["cv", "folds=1"], "error: folds must be an integer >= 2, got 1"),
     (["bench", "mode=fast"],
-     "error: mode must be one of throughput, vs_plain, fast_recipe, ablation, time_to_accuracy, profile, got 'fast'"),
+     "error: mode must be one of throughput, vs_plain, fast_recipe, ablation, time_to_accuracy, profile, decode, got "
+     "'fast'"),
+    (["shard", "data=mnist"], "error: out=... is required: a folder or store prefix for the shards"),
     (["serve", "model=path/to.ckpt"], "error: model: serve takes models:/<name>@<alias>, models:/<name>/<version> or"),
     (["sync"], "error: nothing to send: no spool under "),
     (["reproduce", "table=fashion_mnist", "launcher=processes", "launcher.workers=0"],

@@ -10,6 +10,7 @@ from imgrec.hardware import auto_precision
 from imgrec.tasks.base import Task
 from imgrec.tasks.classification import ClassificationTask
 from imgrec.train import build_task
+from tests.conftest import FAST
 
 
 def test_the_fixed_groups_exist():
@@ -37,14 +38,21 @@ def test_every_model_builds_its_task_for_grayscale_and_rgb_data(make_cfg, model,
 def test_every_dataset_config_builds_a_datamodule(make_cfg, tmp_path, data):
     from tests.dataset_files import write_hf_dataset, write_image_folder
 
-    where = {"folder": ["data.root=" + str(tmp_path / "images")], "hf": ["data.path=" + str(tmp_path / "hf")]}
+    where = {"folder": ["data.root=" + str(tmp_path / "images")], "hf": ["data.path=" + str(tmp_path / "hf")],
+             "stream": ["data.uri=" + str(tmp_path / "shards")]}
     write_image_folder(tmp_path / "images", per_class=20)
     write_hf_dataset(tmp_path / "hf", per_class=20)
-    datamodule = instantiate(make_cfg(f"data={data}", *where.get(data, [])).data)
+    if data == "stream":  # shards of the folder
+        from tests.conftest import cli
+
+        cli("shard", "data=folder", f"data.root={tmp_path / 'images'}", f"out={tmp_path / 'shards'}",
+            f"paths.root={tmp_path}")
+    quick = [o for o in FAST if not (data == "stream" and o.startswith("data.val_size"))]
+    datamodule = instantiate(make_cfg(f"data={data}", *where.get(data, []), *quick, fast=False).data)
     if data in where:  # your own images: their shape and classes are known once they are decoded
         datamodule.load()
-    assert datamodule.name == data and datamodule.num_classes == len(datamodule.class_names) == len(
-        datamodule.splits.class_names if data in where else datamodule.class_names)
+    assert datamodule.name == data and datamodule.num_classes == len(datamodule.class_names) > 1
+    assert len(datamodule.in_shape) == 3
 
 
 @pytest.mark.parametrize("optimizer", options("optimizer"))

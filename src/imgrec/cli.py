@@ -16,6 +16,7 @@ STUDY = {
     "cv": "k-fold cross-validation of a training config (folds=K)",
     "compare": "is A better than B: groups of runs with intervals, tests, verdicts",
     "bench": "training speed: images/s of the model families, or the pipeline against a plain loop",
+    "tune": "Lightning's learning-rate (and batch-size) finder on a training config; optimizer.lr=auto uses it",
     "sync": "send what runs logged while their tracking server was unreachable (their spools)",
     "shard": "a dataset as WebDataset shards on a folder or a bucket, for data=stream (out=DIR|s3://...)",
 }

@@ -123,10 +123,21 @@ def explain(err: Exception, config_name: str, overrides: Sequence[str]) -> str:
         known = sibling_keys(config_name, [o for o in overrides if override_key(o) != key], parent)
         match = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
         where = f" in {parent}" if parent else ""
+        if key in KEY_HINTS:
+            return f"{key}: no such key{where}: {KEY_HINTS[key]}"
         if match:
             return f"{key}: no such key{where} (did you mean {'.'.join(filter(None, [parent, match[0]]))}?)"
-        return f"{key}: no such key{where}; a new key is added with +{key}=..."
+        if known:
+            return f"{key}: no such key{where}; the keys are {', '.join(k for k in known if not k.startswith('_'))}"
+        return f"{key}: no such key{where}"
     return text
+
+
+# Keys a config may lack for a reason worth saying (instead of the keys it has).
+KEY_HINTS = {
+    "model.drop_path": "this family has no residual blocks; stochastic depth is for resnet20-resnet110, resnet18, "
+                       "wrn, densenet and vit",
+}
 
 
 def sibling_keys(config_name: str, overrides: Sequence[str], parent: str) -> list[str]:

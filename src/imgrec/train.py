@@ -13,7 +13,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 from rich.console import Console
 
-from imgrec import hardware, hub, models
+from imgrec import hardware, hub, models, tuning
 from imgrec.config import config_errors
 from imgrec.data.synthetic import SyntheticSamples
 from imgrec.errors import ConfigError
@@ -49,6 +49,12 @@ def train(cfg: DictConfig, callbacks: Sequence[L.Callback] = (), tags: dict[str,
     datamodule = build_datamodule(cfg)
     datamodule.prepare_data()
     datamodule.load()  # missing or corrupted data and a split that does not fit fail here, before any MLflow run
+    finding = None
+    if cfg.optimizer.lr == "auto":  # Lightning's learning-rate finder first; the run trains with its suggestion
+        tuning.refuse_distributed(cfg)
+        finding = tuning.find_lr(cfg, datamodule, build_task, Path(cfg.paths.output_dir) / "lr_find")
+        with open_dict(cfg):
+            cfg.optimizer.lr = finding[0]
     task = build_task(cfg, datamodule)
 
     client = open_store(cfg.logger.tracking_uri, reap=False)  # created once under a lock
@@ -83,6 +89,8 @@ def train(cfg: DictConfig, callbacks: Sequence[L.Callback] = (), tags: dict[str,
             **choice_tags(HydraConfig.get().runtime.choices), **(tags or {})}
     with tracking.tracked_run(logger, cfg, tags, resumed=resume is not None) as run_id:
         log_dataset(logger.experiment, run_id, datamodule)  # the UI's Dataset column
+        if finding is not None:
+            tuning.log_finding(logger.experiment, run_id, *finding)
         metric = fit_and_test(trainer, task, datamodule, cfg, ckpt_path)
         logger.experiment.log_metric(run_id, "fit/epochs", epochs_trained(trainer))  # for tables and leaderboards
         logger.experiment.log_metric(run_id, "fit/steps", trainer.global_step)

@@ -59,7 +59,7 @@ FIXED_KEYS = {
     "data.split_seed": Rule(StrictInt, "an integer"),
     "data.folds": Rule(Annotated[StrictInt, Field(ge=2)] | None, "an integer >= 2 or null"),
     "data.fold": Rule(Annotated[StrictInt, Field(ge=0)], "an integer >= 0"),
-    "optimizer.lr": Rule(Annotated[float, Field(gt=0)], "a number > 0"),
+    "optimizer.lr": Rule(Annotated[float, Field(gt=0)] | Literal["auto"], "a number > 0 or auto (the finder's)"),
     "optimizer.weight_decay": Rule(Annotated[float, Field(ge=0)], "a number >= 0"),
     "trainer.devices": Rule(Devices, "a positive number of devices, -1 (all), auto, or a list of device indices"),
     "logger.tracking_uri": Rule(Annotated[StrictStr, Field(min_length=1)], "a tracking URI"),
@@ -112,6 +112,17 @@ def _check_task_and_data(cfg: DictConfig) -> None:
     if learns_from == "images" and per_class is not None:
         raise ConfigError(f"data.labels_per_class: {task} trains on every training image without labels; a labeled "
                           "subset would only take images away (leave it null)")
+    mixing = [k for k in ("mixup", "cutmix") if OmegaConf.select(cfg, f"data.augment.{k}", default=0)]
+    if mixing:
+        key = f"data.augment.{mixing[0]}"
+        soft = getattr(get_object(target), "takes_soft_targets", False) if target else False
+        if not soft:
+            raise ConfigError(f"{key}: mixed images have soft targets, which only a classifier's loss takes; {task} "
+                              "does not")
+        if OmegaConf.select(cfg, "data.augment.augmix", default=False):
+            raise ConfigError(f"{key} and data.augment.augmix: each has its own training loss; choose one")
+        if OmegaConf.select(cfg, "task.adversarial.method") is not None:
+            raise ConfigError(f"{key} and task.adversarial.method: adversarial training takes hard labels; choose one")
     if OmegaConf.select(cfg, "data.augment.augmix", default=False):
         if learns_from != "labeled":
             raise ConfigError(f"data.augment.augmix: its consistency loss is a classifier's; {task} does not train on "

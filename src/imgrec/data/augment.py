@@ -13,14 +13,10 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from imgrec.data.augmix import augmix
 from imgrec.data.decode import center_crop
-
-
-def warp(images: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
-    """Each image through its own affine map: `theta` (N, 2, 3) takes an output pixel's (x, y) in [-1, 1] to where
-    it is read from (F.affine_grid's convention); bilinear, zeros outside the frame. One batched grid sample."""
-    grid = F.affine_grid(theta.to(images.dtype), list(images.shape), align_corners=False)
-    return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+from imgrec.data.randaugment import rand_augment, trivial_augment
+from imgrec.data.warp import warp
 
 
 def rotate(images: torch.Tensor, angles: torch.Tensor, fill: torch.Tensor | float = 0.0) -> torch.Tensor:
@@ -107,6 +103,53 @@ def cutout(images: torch.Tensor, size: int, fill: torch.Tensor | float = 0.0) ->
     return torch.where(inside.unsqueeze(1), torch.as_tensor(fill, dtype=images.dtype, device=images.device), images)
 
 
+def random_erasing(images: torch.Tensor, p: float, fill: torch.Tensor | float = 0.0, scale=(0.02, 0.33),
+                   ratio=(0.3, 3.3)) -> torch.Tensor:
+    """Random erasing (Zhong et al. 2020, torchvision's defaults): with probability `p` per image, a rectangle of
+    a share of the area drawn from `scale` and an aspect ratio drawn log-uniformly from `ratio` (cut to the frame)
+    is filled with `fill` (the mean pixel: zero once normalized, as torchvision's value=0 after Normalize)."""
+    if p <= 0:
+        return images
+    n, _, h, w = images.shape
+    device = images.device
+    area = h * w * torch.empty(n, device=device).uniform_(*scale)
+    aspect = torch.empty(n, device=device).uniform_(math.log(ratio[0]), math.log(ratio[1])).exp()
+    eh = (area * aspect).sqrt().round().clamp(1, h)
+    ew = (area / aspect).sqrt().round().clamp(1, w)
+    top = (torch.rand(n, device=device) * (h - eh + 1)).floor().view(n, 1, 1)
+    left = (torch.rand(n, device=device) * (w - ew + 1)).floor().view(n, 1, 1)
+    ys = torch.arange(h, device=device).view(1, h, 1)
+    xs = torch.arange(w, device=device).view(1, 1, w)
+    inside = (ys >= top) & (ys < top + eh.view(n, 1, 1)) & (xs >= left) & (xs < left + ew.view(n, 1, 1))
+    inside &= (torch.rand(n, 1, 1, device=device) < p)
+    return torch.where(inside.unsqueeze(1), torch.as_tensor(fill, dtype=images.dtype, device=device), images)
+
+
+def mix(images: torch.Tensor, labels: torch.Tensor, num_classes: int, mixup: float, cutmix: float,
+        switch_prob: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mixup (Zhang et al. 2018) or CutMix (Yun et al. 2019) of the batch with its reverse, as timm's Mixup does it
+    in batch mode: one lambda ~ Beta(alpha, alpha) per batch; with both on, CutMix with probability `switch_prob`.
+    Returns the images and soft targets (N, num_classes): lambda of each image's label, the rest its partner's
+    (CutMix's lambda is the share of the image its box left)."""
+    use_cutmix = cutmix > 0 and (mixup <= 0 or float(torch.rand(())) < switch_prob)
+    alpha = cutmix if use_cutmix else mixup
+    lam = float(torch.distributions.Beta(alpha, alpha).sample())
+    partner = images.flip(0)
+    if use_cutmix:
+        h, w = images.shape[-2:]
+        cut_h, cut_w = round(h * math.sqrt(1 - lam)), round(w * math.sqrt(1 - lam))
+        cy, cx = int(torch.randint(h, ())), int(torch.randint(w, ()))
+        top, bottom = max(cy - cut_h // 2, 0), min(cy + cut_h - cut_h // 2, h)
+        left, right = max(cx - cut_w // 2, 0), min(cx + cut_w - cut_w // 2, w)
+        images = images.clone()
+        images[..., top:bottom, left:right] = partner[..., top:bottom, left:right]
+        lam = 1 - (bottom - top) * (right - left) / (h * w)
+    else:
+        images = images * lam + partner * (1 - lam)
+    onehot = F.one_hot(labels, num_classes).to(images.dtype)
+    return images, onehot * lam + onehot.flip(0) * (1 - lam)
+
+
 def gaussian_noise(images: torch.Tensor, largest: float) -> torch.Tensor:
     """Gaussian noise of a standard deviation drawn per image from U(0, largest) (so the net also sees nearly clean
     images), not clipped: the simple baseline for robustness to corruptions."""
@@ -114,6 +157,45 @@ def gaussian_noise(images: torch.Tensor, largest: float) -> torch.Tensor:
         return images
     sigma = torch.rand(images.shape[0], 1, 1, 1, device=images.device) * largest
     return images + torch.randn_like(images) * sigma
+
+
+@dataclass(frozen=True)
+class Progressive:
+    """Progressive resizing (Composer's ProgressiveResizing): training images at `start` of their size for the
+    first `delay` of the steps, growing linearly to full size, which the last `finetune` of the steps keep; sides
+    rounded to multiples of 4. `mode`: resize (the whole image, smaller) or crop (a random crop of that size)."""
+
+    start: float = 0.5
+    delay: float = 0.2
+    finetune: float = 0.2
+    mode: str = "resize"
+
+    def __post_init__(self):
+        if not 0 < self.start <= 1 or not 0 <= self.delay or not 0 <= self.finetune or self.delay + self.finetune > 1:
+            raise TypeError(f"progressive takes start in (0, 1], delay and finetune shares of the run that add up to at "
+                            f"most 1, got start {self.start}, delay {self.delay}, finetune {self.finetune}")
+        if self.mode not in ("resize", "crop"):
+            raise TypeError(f"progressive.mode is resize or crop, got {self.mode!r}")
+
+    def scale(self, progress: float) -> float:
+        if progress <= self.delay:
+            return self.start
+        growth = 1 - self.delay - self.finetune
+        if growth <= 0 or progress >= 1 - self.finetune:
+            return 1.0
+        return self.start + (1 - self.start) * (progress - self.delay) / growth
+
+    def __call__(self, images: torch.Tensor, progress: float) -> torch.Tensor:
+        """The batch at the size of this point of training (`progress`: the share of the run's steps done)."""
+        scale = self.scale(progress)
+        size = tuple(max(4, round(side * scale / 4) * 4) for side in images.shape[-2:])
+        if scale >= 1 or size == tuple(images.shape[-2:]):
+            return images
+        if self.mode == "crop":
+            top = int(torch.randint(images.shape[-2] - size[0] + 1, ()))
+            left = int(torch.randint(images.shape[-1] - size[1] + 1, ()))
+            return images[..., top : top + size[0], left : left + size[1]]
+        return F.interpolate(images, size=size, mode="bilinear", antialias=True, align_corners=False)
 
 
 @dataclass(frozen=True)
@@ -129,6 +211,14 @@ class Augment:
     noise: float = 0.0  # Gaussian noise of std up to this, in [0, 1] pixel units
     augmix: bool = False  # AugMix views for the Jensen-Shannon consistency loss (augmix_views)
     random_resized_crop: dict | None = None  # {scale: [0.08, 1.0], ratio: [0.75, 1.3333]}: torchvision's defaults
+    randaugment: dict | None = None  # {ops: 2, magnitude: 9} (or [2, 9]): RandAugment, imgrec.data.randaugment
+    trivialaugment: bool = False  # TrivialAugment: one operation per image at a uniform strength
+    random_erasing: float = 0.0  # the probability of erasing a rectangle of each image
+    mixup: float = 0.0  # Beta's alpha; 0: off (the batch's labels become soft targets: imgrec.data.datamodule)
+    cutmix: float = 0.0  # Beta's alpha; 0: off
+    mix_switch_prob: float = 0.5  # with both: the probability of CutMix for a batch
+    mix_off_epoch: int | None = None  # mixing stops from this epoch on (a clean finish: timm's mixup_off_epoch)
+    progressive: dict | None = None  # {start: 0.5, delay: 0.2, finetune: 0.2, mode: resize}: progressive resizing
 
     def __post_init__(self):
         crop = self.random_resized_crop
@@ -140,6 +230,22 @@ class Augment:
                 raise TypeError(f"random_resized_crop: scale within (0, 1] and a positive ratio range, low to high, "
                                 f"got scale {list(scale)}, ratio {list(ratio)}")
             object.__setattr__(self, "random_resized_crop", {"scale": scale, "ratio": ratio})
+        policy = self.randaugment
+        if policy is not None:
+            if isinstance(policy, Mapping) and set(policy) <= {"ops", "magnitude"}:
+                policy = (policy.get("ops", 2), policy.get("magnitude", 9))
+            if not (isinstance(policy, (list, tuple)) and len(policy) == 2 and int(policy[0]) >= 1
+                    and 0 < float(policy[1]) <= 10):
+                raise TypeError(f"randaugment takes {{ops: N, magnitude: M}} (or [N, M]: N >= 1 operations, magnitude "
+                                f"in (0, 10]), got {self.randaugment!r}")
+            object.__setattr__(self, "randaugment", {"ops": int(policy[0]), "magnitude": float(policy[1])})
+        for key in ("random_erasing", "mix_switch_prob"):
+            if not 0 <= getattr(self, key) <= 1:
+                raise TypeError(f"{key} is a probability in [0, 1], got {getattr(self, key)!r}")
+        if self.mixup < 0 or self.cutmix < 0:
+            raise TypeError(f"mixup and cutmix take Beta's alpha > 0 (0: off), got {self.mixup}, {self.cutmix}")
+        if self.progressive is not None:
+            object.__setattr__(self, "progressive", Progressive(**self.progressive))
 
     def __call__(self, images: torch.Tensor, size: tuple[int, int] | None = None,
                  fill: torch.Tensor | float = 0.0) -> torch.Tensor:
@@ -155,14 +261,27 @@ class Augment:
         images = random_crop(images, self.crop_padding, fill)
         if self.hflip:
             images = random_hflip(images)
+        if self.randaugment is not None:
+            images = rand_augment(images.clamp(0, 1), self.randaugment["ops"], self.randaugment["magnitude"])
+        if self.trivialaugment:
+            images = trivial_augment(images.clamp(0, 1))
         images = cutout(images, self.cutout, fill)
+        images = random_erasing(images, self.random_erasing, fill)
         return gaussian_noise(images, self.noise)
+
+    @property
+    def mixes(self) -> bool:
+        return self.mixup > 0 or self.cutmix > 0
+
+    def mixed(self, images: torch.Tensor, labels: torch.Tensor, num_classes: int, epoch: int):
+        """(images, soft targets) with mixup or CutMix, until mix_off_epoch; (images, labels) otherwise."""
+        if not self.mixes or (self.mix_off_epoch is not None and epoch >= self.mix_off_epoch):
+            return images, labels
+        return mix(images, labels, num_classes, self.mixup, self.cutmix, self.mix_switch_prob)
 
     def augmix_views(self, images: torch.Tensor) -> torch.Tensor:
         """(3N, C, H, W): the batch as it is (its flips and crops done: AugMix's reference applies them first),
         then two AugMix views of it (imgrec.data.augmix), for the Jensen-Shannon consistency loss of
         imgrec.tasks.classification."""
-        from imgrec.data.augmix import augmix
-
         pixels = images.clamp(0, 1)
         return torch.cat([images, augmix(pixels), augmix(pixels)])

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from imgrec.data.augment import warp
+from imgrec.data.warp import warp
 
 Corruption = Callable[[torch.Tensor, int, torch.Generator], torch.Tensor]
 

@@ -335,4 +335,10 @@ class ImageDataModule(L.LightningDataModule):
         pixels = self.train_views(pixels)
         if self.augment.augmix:  # the clean images and two AugMix views: the task's consistency loss uses them
             pixels = self.augment.augmix_views(pixels)
+        # mixup / CutMix: soft targets (N, classes) instead of labels, which the classification loss takes
+        pixels, labels = self.augment.mixed(pixels, labels, self.num_classes, self.trainer.current_epoch)
+        if self.augment.progressive is not None:
+            steps = self.trainer.estimated_stepping_batches
+            progress = self.trainer.global_step / steps if steps and steps != float("inf") else 1.0
+            pixels = self.augment.progressive(pixels, progress)
         return pixels, labels

@@ -17,7 +17,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from imgrec.data.augment import warp
+from imgrec.data.warp import warp
 
 # (RGB -> luminance) weights of ITU-R 601-2, as PIL's convert("L")
 LUMA = (0.299, 0.587, 0.114)
@@ -128,3 +128,12 @@ def rand_augment(images: torch.Tensor, n: int = 2, magnitude: float = 10) -> tor
         strength = torch.rand(count, device=device) * (magnitude / 10) * random_signs(count, device)
         images = per_image(images, OPERATIONS, drawn, strength)
     return images
+
+
+def trivial_augment(images: torch.Tensor) -> torch.Tensor:
+    """TrivialAugment (Müller & Hutter 2021): one operation per image, drawn uniformly from the pool, at a strength
+    drawn uniformly from its whole range (RandAugment's ranges above, not the paper's "wide" ones)."""
+    count, device = images.shape[0], images.device
+    drawn = torch.randint(len(OPERATIONS), (count,), device=device)
+    strength = torch.rand(count, device=device) * random_signs(count, device)
+    return per_image(images, OPERATIONS, drawn, strength)

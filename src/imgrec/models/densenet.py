@@ -15,12 +15,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from imgrec.models.layers import DropPath, drop_path_rates
+
 
 class DenseLayer(nn.Module):
     """BN-ReLU-conv1x1(4k)-BN-ReLU-conv3x3(k): the bottleneck layer ("-B"), its k new feature maps."""
 
-    def __init__(self, in_channels: int, growth: int):
+    def __init__(self, in_channels: int, growth: int, drop_path: float = 0.0):
         super().__init__()
+        self.drop_path = DropPath(drop_path)  # stochastic depth: a sample's new feature maps dropped (zeroed)
         self.bn1 = nn.BatchNorm2d(in_channels)
         self.conv1 = nn.Conv2d(in_channels, 4 * growth, 1, bias=False)
         self.bn2 = nn.BatchNorm2d(4 * growth)
@@ -28,7 +31,7 @@ class DenseLayer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         new = self.conv2(F.relu(self.bn2(self.conv1(F.relu(self.bn1(x))))))
-        return torch.cat([x, new], dim=1)
+        return torch.cat([x, self.drop_path(new)], dim=1)
 
 
 class Transition(nn.Sequential):
@@ -41,7 +44,8 @@ class Transition(nn.Sequential):
 
 class DenseNet(nn.Module):
     def __init__(self, in_shape: Sequence[int], num_classes: int, depth: int = 100, growth: int = 12,
-                 compression: float = 0.5):
+                 compression: float = 0.5, drop_path: float = 0.0):
+        """`drop_path`: stochastic depth, the last layer's rate (linear in depth from 0)."""
         super().__init__()
         if depth < 10 or (depth - 4) % 6:
             raise ValueError(f"model.depth must be 6n+4 with n >= 1 (DenseNet-BC: 3 blocks of n bottleneck layers, "
@@ -52,10 +56,11 @@ class DenseNet(nn.Module):
             raise ValueError(f"model.compression must be in (0, 1], got {compression}")
         layers_per_block = (depth - 4) // 6
         channels = 2 * growth
+        rates = iter(drop_path_rates(drop_path, 3 * layers_per_block))
         stack: list[nn.Module] = [nn.Conv2d(in_shape[0], channels, 3, padding=1, bias=False)]
         for block in range(3):
             for _ in range(layers_per_block):
-                stack.append(DenseLayer(channels, growth))
+                stack.append(DenseLayer(channels, growth, next(rates)))
                 channels += growth
             if block < 2:
                 out_channels = math.floor(compression * channels)

@@ -26,3 +26,29 @@ def per_layer(value, n: int, key: str) -> list:
             raise ValueError(f"{key}: expected one value per conv layer ({n}), got {list(value)}")
         return list(value)
     return [value] * n
+
+
+class DropPath(nn.Module):
+    """Stochastic depth (Huang et al. 2016, "Deep Networks with Stochastic Depth"), as timm's DropPath: while
+    training, a residual branch is dropped for a whole sample with probability `p`, the kept ones scaled by
+    1 / (1 - p), so that evaluation, which keeps every branch, sees the same expected sum."""
+
+    def __init__(self, p: float = 0.0):
+        super().__init__()
+        self.p = p
+
+    def forward(self, branch):
+        if not self.training or self.p == 0:
+            return branch
+        keep = branch.new_empty((branch.shape[0],) + (1,) * (branch.ndim - 1)).bernoulli_(1 - self.p)
+        return branch * keep / (1 - self.p)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p:.4f}"
+
+
+def drop_path_rates(p: float, blocks: int) -> list[float]:
+    """The paper's linear rule: 0 for the first block, rising linearly to `p` for the last (timm's linspace)."""
+    if not 0 <= p < 1:
+        raise ValueError(f"model.drop_path must be in [0, 1), got {p!r}")
+    return [p * i / max(1, blocks - 1) for i in range(blocks)]

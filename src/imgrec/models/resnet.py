@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from imgrec.models.layers import DropPath, drop_path_rates
+
 SHORTCUTS = ("projection", "zero_pad")
 
 
@@ -57,8 +59,10 @@ def make_shortcut(kind: str, in_channels: int, out_channels: int, stride: int, b
 class BasicBlock(nn.Module):
     """conv3x3-BN-ReLU-[dropout]-conv3x3-BN, plus the shortcut, then ReLU (He et al. 2016a)."""
 
-    def __init__(self, in_channels: int, out_channels: int, stride: int, shortcut: str, dropout: float = 0.0):
+    def __init__(self, in_channels: int, out_channels: int, stride: int, shortcut: str, dropout: float = 0.0,
+                 drop_path: float = 0.0):
         super().__init__()
+        self.drop_path = DropPath(drop_path)
         self.conv1 = conv3x3(in_channels, out_channels, stride)
         self.bn1 = nn.BatchNorm2d(out_channels)
         self.dropout = nn.Dropout(dropout) if dropout else nn.Identity()
@@ -69,7 +73,7 @@ class BasicBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.dropout(F.relu(self.bn1(self.conv1(x))))
         out = self.bn2(self.conv2(out))
-        return F.relu(out + self.shortcut(x))
+        return F.relu(self.drop_path(out) + self.shortcut(x))
 
 
 class PreActBlock(nn.Module):
@@ -80,8 +84,10 @@ class PreActBlock(nn.Module):
     basic block of Zagoruyko & Komodakis 2016.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, stride: int, shortcut: str, dropout: float = 0.0):
+    def __init__(self, in_channels: int, out_channels: int, stride: int, shortcut: str, dropout: float = 0.0,
+                 drop_path: float = 0.0):
         super().__init__()
+        self.drop_path = DropPath(drop_path)
         self.bn1 = nn.BatchNorm2d(in_channels)
         self.conv1 = conv3x3(in_channels, out_channels, stride)
         self.bn2 = nn.BatchNorm2d(out_channels)
@@ -94,7 +100,7 @@ class PreActBlock(nn.Module):
         skip = x if isinstance(self.shortcut, nn.Identity) else self.shortcut(out)
         out = self.conv1(out)
         out = self.conv2(self.dropout(F.relu(self.bn2(out))))
-        return out + skip
+        return self.drop_path(out) + skip
 
 
 def kaiming_init(net: nn.Module) -> None:
@@ -131,7 +137,9 @@ class ResNet(nn.Module):
         preact: bool = False,
         shortcut: str = "projection",
         dropout: float = 0.0,
+        drop_path: float = 0.0,
     ):
+        """`drop_path`: stochastic depth, the last block's rate (linear in depth from 0)."""
         super().__init__()
         blocks = _positive_ints(blocks, "model.blocks")
         widths = _positive_ints(widths, "model.widths")
@@ -151,11 +159,12 @@ class ResNet(nn.Module):
         )
         stages: list[nn.Module] = []
         in_channels = stem_width
+        rates = iter(drop_path_rates(drop_path, sum(blocks)))
         for i, (n, width) in enumerate(zip(blocks, widths)):
             strides = [1 if i == 0 else 2] + [1] * (n - 1)  # each later stage halves the size once
             stage = []
             for stride in strides:
-                stage.append(block(in_channels, width, stride, shortcut, dropout))
+                stage.append(block(in_channels, width, stride, shortcut, dropout, next(rates)))
                 in_channels = width
             stages.append(nn.Sequential(*stage))
         self.stages = nn.Sequential(*stages)
@@ -173,9 +182,10 @@ class ResNet(nn.Module):
 class CifarResNet(ResNet):
     """ResNet-{20,32,44,56,110} of He et al. 2016a, section 4.2: depth = 6n + 2, option-A shortcuts."""
 
-    def __init__(self, in_shape: Sequence[int], num_classes: int, depth: int = 20):
+    def __init__(self, in_shape: Sequence[int], num_classes: int, depth: int = 20, drop_path: float = 0.0):
         if not isinstance(depth, int) or depth < 8 or (depth - 2) % 6:
             raise ValueError(f"model.depth must be 6n+2 for n >= 1 (20, 32, 44, 56, 110, ...), got {depth!r}")
         n = (depth - 2) // 6
-        super().__init__(in_shape, num_classes, blocks=[n] * 3, widths=[16, 32, 64], shortcut="zero_pad")
+        super().__init__(in_shape, num_classes, blocks=[n] * 3, widths=[16, 32, 64], shortcut="zero_pad",
+                         drop_path=drop_path)
         self.depth = depth

@@ -15,10 +15,28 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from imgrec.models.layers import DropPath, drop_path_rates
+
+
+class EncoderLayer(nn.TransformerEncoderLayer):
+    """torch's pre-norm encoder layer with stochastic depth on its two residual branches (the parameters, and so the
+    checkpoints, are torch's layer's)."""
+
+    def __init__(self, *args, drop_path: float = 0.0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.drop_path = DropPath(drop_path)
+
+    def _sa_block(self, x, attn_mask, key_padding_mask, is_causal=False):
+        return self.drop_path(super()._sa_block(x, attn_mask, key_padding_mask, is_causal=is_causal))
+
+    def _ff_block(self, x):
+        return self.drop_path(super()._ff_block(x))
+
 
 class ViT(nn.Module):
     def __init__(self, in_shape: Sequence[int], num_classes: int, patch: int = 4, dim: int = 192, depth: int = 6,
-                 heads: int = 3, mlp_ratio: float = 2.0, dropout: float = 0.0):
+                 heads: int = 3, mlp_ratio: float = 2.0, dropout: float = 0.0, drop_path: float = 0.0):
+        """`drop_path`: stochastic depth, the last layer's rate (linear in depth from 0)."""
         super().__init__()
         channels, height, width = in_shape
         if patch < 1 or height % patch or width % patch:
@@ -35,9 +53,11 @@ class ViT(nn.Module):
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, 1 + self.grid[0] * self.grid[1], dim))
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
-        layer = nn.TransformerEncoderLayer(dim, heads, int(dim * mlp_ratio), dropout, activation="gelu",
-                                           batch_first=True, norm_first=True)
+        layer = EncoderLayer(dim, heads, int(dim * mlp_ratio), dropout, activation="gelu", batch_first=True,
+                             norm_first=True)
         self.encoder = nn.TransformerEncoder(layer, depth, enable_nested_tensor=False)  # copies `layer` depth times
+        for encoder_layer, rate in zip(self.encoder.layers, drop_path_rates(drop_path, depth)):
+            encoder_layer.drop_path.p = rate
         self.norm = nn.LayerNorm(dim)
         self.classifier = nn.Linear(dim, num_classes)  # the last Linear: transfer replaces it
 

@@ -17,7 +17,8 @@ STEM_WIDTH = 16
 
 class WideResNet(ResNet):
     def __init__(
-        self, in_shape: Sequence[int], num_classes: int, depth: int = 28, width: int = 10, dropout: float = 0.0
+        self, in_shape: Sequence[int], num_classes: int, depth: int = 28, width: int = 10, dropout: float = 0.0,
+        drop_path: float = 0.0,
     ):
         if not isinstance(depth, int) or depth < 10 or (depth - 4) % 6:
             raise ValueError(f"model.depth must be 6n+4 for n >= 1 (10, 16, 22, 28, 40, ...), got {depth!r}")
@@ -33,5 +34,6 @@ class WideResNet(ResNet):
             preact=True,
             shortcut="projection",
             dropout=dropout,
+            drop_path=drop_path,
         )
         self.depth, self.width = depth, width

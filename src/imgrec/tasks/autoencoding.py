@@ -237,4 +237,4 @@ class AutoencodingTask(Task):
         self.log("test/probe_acc", accuracy)
 
     def configure_optimizers(self):
-        return optim.configure(self.parameters(), self.optimizer, self.scheduler, optim.run_length(self.trainer))
+        return optim.configure(self.named_parameters(), self.optimizer, self.scheduler, optim.run_length(self.trainer))

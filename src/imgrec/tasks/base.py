@@ -31,6 +31,7 @@ class Task(L.LightningModule):
     # labeled subset leaves the rest unused), "labeled+unlabeled" (it needs that subset: the rest are its unlabeled
     # images) or "images" (no labels: a labeled subset would only take images away).
     learns_from = "labeled"
+    takes_soft_targets = False  # whether its loss takes mixup's and CutMix's soft targets (a classifier's does)
 
     def __init__(
         self,
@@ -62,7 +63,22 @@ class Task(L.LightningModule):
 
     def check_data(self, datamodule) -> None:
         """Refuse data this task cannot train on (ValueError, one line): imgrec.train calls it on the loaded
-        datamodule before any run exists."""
+        datamodule before any run exists. Progressive resizing needs a network that takes smaller images."""
+        progressive = getattr(getattr(datamodule, "augment", None), "progressive", None)
+        if progressive is None:
+            return
+        channels, *sides = datamodule.in_shape
+        smallest = [max(4, round(side * progressive.start / 4) * 4) for side in sides]
+        try:
+            with torch.no_grad():
+                self.net.eval()(torch.zeros(2, channels, *smallest))
+        except (RuntimeError, ValueError):
+            raise ValueError(f"data.augment.progressive: this network cannot take {smallest[0]}x{smallest[1]} images "
+                             "(a flatten of a fixed size, or a fixed sequence length): progressive resizing needs "
+                             "one that pools over the image (resnet*, wrn, densenet, mobilenetv2, googlenet, vit, "
+                             "airbench, lenet5)") from None
+        finally:
+            self.net.train()
 
     def setup(self, stage: str) -> None:
         datamodule = getattr(self.trainer, "datamodule", None)

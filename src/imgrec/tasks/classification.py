@@ -26,6 +26,12 @@ def jensen_shannon(*logits: torch.Tensor) -> torch.Tensor:
     return sum(F.kl_div(mixture, p, reduction="batchmean", log_target=True) for p in log_probs) / len(log_probs)
 
 
+def dominant(labels: torch.Tensor) -> torch.Tensor:
+    """The labels, or a mixed batch's dominant label (the larger share of its soft target): what train/acc counts
+    under mixup and CutMix."""
+    return labels.argmax(dim=1) if labels.ndim == 2 else labels
+
+
 def summary_metrics(num_classes: int) -> MetricCollection:
     """Accuracy over all samples; precision, recall and F1 averaged over classes."""
     return MetricCollection(
@@ -61,6 +67,8 @@ def ema_with_warmup(decay: float):
 
 
 class ClassificationTask(Task):
+    takes_soft_targets = True
+
     """Trains `net` with one shared step for train/val/test.
 
     Logged per epoch: {train,val,test}/loss, acc (micro), precision, recall, f1 (macro), and
@@ -113,8 +121,10 @@ class ClassificationTask(Task):
         self.test_report: dict[str, Any] | None = None
 
     def criterion(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """The loss against labels (N,), or soft targets (N, classes) from mixup or CutMix."""
         if self.loss_name == "mse":
-            return F.mse_loss(logits.softmax(dim=1), F.one_hot(labels, self.num_classes).to(logits.dtype))
+            target = labels if labels.ndim == 2 else F.one_hot(labels, self.num_classes)
+            return F.mse_loss(logits.softmax(dim=1), target.to(logits.dtype))
         return F.cross_entropy(logits, labels, label_smoothing=self.label_smoothing)
 
     def setup(self, stage: str) -> None:
@@ -139,7 +149,7 @@ class ClassificationTask(Task):
         preds = logits.argmax(dim=1)
         # update(), not forward(): metrics are logged per epoch (log_stage), so per-batch values would be wasted work
         getattr(self, f"{stage}_loss").update(loss.detach())
-        getattr(self, f"{stage}_metrics").update(preds, labels)
+        getattr(self, f"{stage}_metrics").update(preds, dominant(labels))
         return loss, logits.detach(), labels
 
     def test_time_logits(self, images: torch.Tensor) -> torch.Tensor:
@@ -244,7 +254,7 @@ class ClassificationTask(Task):
         return {"pred": outputs[0].long(), "label": outputs[1].long(), "prob": outputs[2]}
 
     def configure_optimizers(self):
-        return optim.configure(self.parameters(), self.optimizer, self.scheduler, optim.run_length(self.trainer))
+        return optim.configure(self.named_parameters(), self.optimizer, self.scheduler, optim.run_length(self.trainer))
 
     def configure_callbacks(self) -> list:
         """With `ema`: Lightning's weight average (updated after each optimizer step, batch-norm statistics too), which

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics import MeanMetric
 
-from imgrec.tasks.classification import ClassificationTask
+from imgrec.tasks.classification import ClassificationTask, dominant
 
 
 class Teacher:
@@ -52,6 +52,7 @@ class DistillationTask(ClassificationTask):
         self.train_loss_distill, self.test_teacher_acc = MeanMetric(), MeanMetric()
 
     def check_data(self, datamodule) -> None:
+        super().check_data(datamodule)
         if datamodule.augment.augmix:
             raise ValueError("data.augment.augmix: distillation has its own training loss; choose one")
         shape = tuple(datamodule.in_shape)
@@ -73,7 +74,7 @@ class DistillationTask(ClassificationTask):
         loss = self.alpha * soft + (1 - self.alpha) * self.criterion(logits, labels)
         self.train_loss.update(loss.detach())
         self.train_loss_distill.update(soft.detach())
-        self.train_metrics.update(logits.argmax(dim=1), labels)
+        self.train_metrics.update(logits.argmax(dim=1), dominant(labels))
         return loss, logits.detach(), labels
 
     def test_step(self, batch, batch_idx: int) -> None:

@@ -211,7 +211,7 @@ class GANTask(Task):
         length = optim.run_length(self.trainer)
         networks = ((self.net.generator, self.optimizer_g), (self.net.discriminator, self.optimizer_d))
         # The order of self.optimizers(): generator, discriminator.
-        return [optim.configure(net.parameters(), own or self.optimizer, self.scheduler, length)
+        return [optim.configure(net.named_parameters(), own or self.optimizer, self.scheduler, length)
                 for net, own in networks]
 
     # -- validation and test

@@ -31,6 +31,7 @@ DEFAULT_RAMPUP = {"fixmatch": 0.0, "pseudo_label": 0.4}  # fraction of training;
 
 class SemiSupervisedTask(ClassificationTask):
     learns_from = "labeled+unlabeled"
+    takes_soft_targets = False  # its batches are labeled and unlabeled images, never mixed
 
     def __init__(
         self,

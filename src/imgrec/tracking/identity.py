@@ -31,7 +31,11 @@ INFRA_KEYS = (
 
 # Keys added after runs were tracked, with the value that does what the config did before they existed: left out
 # of the hash while they have it, so a store's earlier runs (table rows, resumes) still match.
-NEUTRAL_WHEN_ADDED = {"task.tta_translate": 0, "data.augment.random_resized_crop": None}
+NEUTRAL_WHEN_ADDED = {"task.tta_translate": 0, "data.augment.random_resized_crop": None,
+                      "data.augment.randaugment": None, "data.augment.trivialaugment": False,
+                      "data.augment.random_erasing": 0.0, "data.augment.mixup": 0.0, "data.augment.cutmix": 0.0,
+                      "data.augment.mix_switch_prob": 0.5, "data.augment.mix_off_epoch": None,
+                      "data.augment.progressive": None, "model.drop_path": 0.0}
 # Values renamed after runs were tracked: hashed under the name they had, for the same reason.
 HASHED_AS = {("data._target_", "imgrec.data.builtin.BuiltinImages"): "imgrec.data.datamodule.ImageDataModule"}
 

@@ -51,7 +51,7 @@ def small_net() -> torch.nn.Module:
 def test_muon_steps_the_hidden_weights_as_torchs_muon_steps_their_flattened_matrices_and_adamw_the_rest():
     from imgrec.optimizers import MuonAdamW
 
-    net = small_net()
+    net = small_net().to(memory_format=torch.channels_last)  # as imgrec trains conv nets: filters not flat views
     optimizer = MuonAdamW(net.named_parameters(), lr=0.05, adamw_lr=0.01)
     muon_group, adamw_group = optimizer.param_groups
     assert [p.shape for p in muon_group["params"]] == [(4, 1, 3, 3), (16, 144)]  # conv filters, the hidden layer
@@ -61,11 +61,11 @@ def test_muon_steps_the_hidden_weights_as_torchs_muon_steps_their_flattened_matr
     grads = [p.grad.clone() for p in net.parameters()]
     optimizer.step()
     for weight, grad, after in ((before[0], grads[0], net[0].weight), (before[2], grads[2], net[3].weight)):
-        flat = torch.nn.Parameter(weight.view(len(weight), -1).clone())
-        flat.grad = grad.view(len(grad), -1)
+        flat = torch.nn.Parameter(weight.reshape(len(weight), -1).clone())
+        flat.grad = grad.reshape(len(grad), -1)
         reference = torch.optim.Muon([flat], lr=0.05, weight_decay=0.0, adjust_lr_fn="match_rms_adamw")
         reference.step()
-        assert torch.allclose(after.view(len(after), -1), flat.detach(), atol=1e-6)
+        assert torch.allclose(after.reshape(len(after), -1), flat.detach(), atol=1e-6)
     adam = torch.nn.Parameter(before[5].clone())
     adam.grad = grads[5]
     torch.optim.AdamW([adam], lr=0.01, betas=(0.9, 0.95), weight_decay=0.0).step()

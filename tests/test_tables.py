@@ -314,3 +314,34 @@ def test_a_row_measured_against_a_prerequisite_reuses_the_standard_rows_run(home
         100 * runs["cnn_standard_mca"].data.metrics["test/corruption_acc"])
     with pytest.raises(ConfigError, match="versus: <prerequisite>` goes with a metric measured against another run"):
         reproduction(["table=corruptions", f"paths.root={home}", "table.entries.cnn_noise_rmce.versus=null"])
+
+
+def test_rows_with_a_baseline_are_judged_against_it_seed_for_seed():
+    from imgrec.tables.report import against_baseline
+
+    info = TableInfo("t", "T", "test/acc", "accuracy_percent", "quick", "", 3)
+
+    def row(name, values, wall=60.0):
+        return RowResult(name, name, None, "src", 1.0, values=values, wall_s=[wall] * len(values), baseline="plain")
+
+    plain = row("plain", [90.0, 90.4, 89.8])
+    better, worse = row("better", [91.0, 91.4, 90.9], wall=90.0), row("worse", [89.0, 89.5, 88.7])
+    same = row("same", [90.1, 90.2, 89.9])
+    test = sp.ttest_rel(better.values, plain.values)
+    assert 0.001 < test.pvalue < 0.05 and against_baseline(better, plain, info) == (
+        f"helps: +1.03 [{test.confidence_interval().low:+.2f}, {test.confidence_interval().high:+.2f}], "
+        f"p = {test.pvalue:.3f}, paired t over 3 seeds; 1.50x its wall time")
+    assert against_baseline(worse, plain, info).startswith("hurts: -1.00")
+    assert against_baseline(same, plain, info).startswith("no detectable difference: ")
+    assert against_baseline(row("one", [91.0]), plain, info) == "+1.00 (1 seed, untested); 1.00x its wall time"
+    report = table_report(info, [plain, better])
+    (first, second) = report.tables[0].rows
+    assert second["difference"] == pytest.approx(1.0333, abs=1e-3) and second["verdict"].startswith("helps")
+
+
+def test_a_row_may_run_its_own_number_of_seeds(home):
+    jobs = reproduction([f"paths.root={home}", "table=recipes", "table.seeds=3"]).jobs
+    assert max(s for (n, s) in jobs if n == "plain_cnn") == 2
+    assert max(s for (n, s) in jobs if n == "plain_resnet20") == 0  # 1 seed at budget quick
+    names = {name for name, _ in jobs}
+    assert "drop_path_resnet20" in names and "drop_path_cnn" not in names

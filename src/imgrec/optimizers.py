@@ -63,12 +63,17 @@ class MuonAdamW(Optimizer):
         for group in self.param_groups:
             params = [p for p in group["params"] if p.grad is not None]
             if group["use_muon"]:
-                flat = [p.view(len(p), -1) for p in params]  # airbench's flattening of conv filters
+                # airbench's flattening of conv filters: (out, in x kh x kw); a channels_last filter is not a view
+                # of that, so it is updated as a copy and written back
+                flat = [p.reshape(len(p), -1) for p in params]
                 buffers = [self.state[p].setdefault("momentum_buffer", torch.zeros_like(v)) for p, v in zip(params, flat)]
-                muon(flat, [p.grad.view(len(p), -1) for p in params], buffers, lr=group["lr"],
+                muon(flat, [p.grad.reshape(len(p), -1) for p in params], buffers, lr=group["lr"],
                      weight_decay=group["weight_decay"], momentum=group["momentum"], nesterov=group["nesterov"],
                      ns_coefficients=group["ns_coefficients"], eps=group["eps"], ns_steps=group["ns_steps"],
                      adjust_lr_fn=group["adjust_lr_fn"], has_complex=False)
+                for p, v in zip(params, flat):
+                    if v.data_ptr() != p.data_ptr():
+                        p.copy_(v.view(p.shape))
             else:
                 self._adamw(group, params)
         return loss

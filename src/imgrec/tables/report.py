@@ -41,6 +41,7 @@ class RowResult:
     cost: dict[str, float] = field(default_factory=dict)  # imgrec.verbs.reproduce.measure_cost
     series: str | None = None  # the curve the row is a point of, at x
     x: float | None = None
+    baseline: str | None = None  # the row this one is compared with (paired by seed), instead of a published value
 
     @property
     def ours(self) -> Summary:
@@ -128,6 +129,27 @@ def verdict(row: RowResult, info: TableInfo, ref: str = "", alpha: float = stats
     return text
 
 
+def against_baseline(row: RowResult, base: RowResult, info: TableInfo, alpha: float = stats.ALPHA) -> str:
+    """What the row's seeds say against its baseline's, seed for seed: with 2 or more shared seeds a paired t-test
+    (helps / hurts / no detectable difference, with the difference's 95% interval and p), with one the difference,
+    untested; then its wall time as a multiple of the baseline's."""
+    n = min(row.ours.n, base.ours.n)
+    if n == 0:
+        return row.reason or "no result"
+    digits = info.digits
+    if n >= 2:
+        test = stats.paired_t(row.values[:n], base.values[:n])
+        span = f"{test.diff:+.{digits}f} [{test.ci_low:+.{digits}f}, {test.ci_high:+.{digits}f}], {stats.p_text(test.p)}"
+        better = (test.diff > 0) == info.higher_is_better
+        text = (f"{'helps' if better else 'hurts'}: {span}" if test.p < alpha else
+                f"no detectable difference: {span}") + f", paired t over {n} seeds"
+    else:
+        text = f"{row.values[0] - base.values[0]:+.{digits}f} (1 seed, untested)"
+    if row.wall_s and base.wall_s:
+        text += f"; {(sum(row.wall_s) / len(row.wall_s)) / (sum(base.wall_s) / len(base.wall_s)):.2f}x its wall time"
+    return text + (f" [{row.reason}]" if row.reason else "")
+
+
 def duration(seconds: Sequence[float]) -> str:
     if not seconds:
         return "-"
@@ -165,9 +187,12 @@ def cost_columns(rows: Sequence[RowResult]):
     return tuple(c for c in COST_COLUMNS if any(c[0] in row.cost for row in rows))
 
 
-def csv_row(info: TableInfo, number: int, row: RowResult) -> dict:
-    """The row's raw values (the CSV's columns), and what the shown columns need (label, summary)."""
+def csv_row(info: TableInfo, number: int, row: RowResult, base: RowResult | None = None) -> dict:
+    """The row's raw values (the CSV's columns), and what the shown columns need (label, summary); with `base`, the
+    difference and verdict are against that row's."""
     ours, difference = row.ours, row.difference_in(info)
+    if base is not None:
+        difference = ours.mean - base.ours.mean if ours.n and base.ours.n else None
     tested = published_test(row) if info.comparable else None
     label = f"{row.label} ({row.year}) [{number}]" if row.year else f"{row.label} [{number}]"
     return {"table": info.name, "budget": info.budget, "row": row.name, "label": row.label, "unit": info.unit,
@@ -176,7 +201,8 @@ def csv_row(info: TableInfo, number: int, row: RowResult) -> dict:
             "p_value": None if tested is None else tested.p_value, "seeds": ours.n,
             "epochs": sum(row.epochs) / len(row.epochs) if row.epochs else None,
             "wall_s": sum(row.wall_s) / len(row.wall_s) if row.wall_s else None,
-            "verdict": verdict(row, info, f"[{number}]"), "source": row.source, "run_ids": " ".join(row.run_ids),
+            "verdict": against_baseline(row, base, info) if base is not None else verdict(row, info, f"[{number}]"),
+            "source": row.source, "run_ids": " ".join(row.run_ids), "baseline": row.baseline,
             "detail": row.detail, "year": row.year, **{key: row.cost.get(key) for key, _, _ in COST_COLUMNS},
             **({"series": row.series, "x": row.x} if row.series is not None else {}),
             "_shown": label, "_ours": ours.format(info.digits), "_epochs": epochs(row.epochs),
@@ -196,12 +222,19 @@ def table_report(info: TableInfo, rows: Sequence[RowResult], prerequisites: Sequ
                Column("difference", "difference", f"+.{digits}f"), Column("seeds", "seeds"),
                Column("epochs", "_epochs"),
                Column("wall / run", "_wall"), text_column("verdict", "verdict")]
-    data = [csv_row(info, number, row) for number, row in enumerate(rows, 1)]
+    named = {row.name: row for row in rows}
+    data = [csv_row(info, number, row, named.get(row.baseline)) for number, row in enumerate(rows, 1)]
+    baselines = {row.baseline for row in rows}
+    for entry in data:
+        if entry["row"] in baselines and entry["published"] is None and entry["seeds"]:
+            entry["verdict"] = "the baseline: rows naming it are judged against it"
     better = "higher" if info.higher_is_better else "lower"
     on = f" (ours on {info.data}, published on {info.published_on})" if not info.comparable else ""
     caption = (f"{UNIT_LABELS[info.unit]} ({better} is better){on}; budget `{info.budget}`: {info.budget_about}; "
-               f"{info.seeds} seed{'s' if info.seeds != 1 else ''} per row; 95% CI: Student t over the seeds; verdicts: a "
-               f"one-sample t-test against the published value where a row has {MIN_TESTED_SEEDS}+ seeds.")
+               f"{info.seeds} seed{'s' if info.seeds != 1 else ''} per row; 95% CI: Student t over the seeds; verdicts: " +
+               ("against each row's baseline row, paired by seed (the difference, its 95% interval, p), and the wall "
+                "time as a multiple of the baseline's." if any(r.baseline for r in rows) else
+                f"a one-sample t-test against the published value where a row has {MIN_TESTED_SEEDS}+ seeds."))
     sources = "Sources:\n" + "\n".join(f"[{n}] {row.source}" + (f". Note: {row.note}" if row.note else "")
                                         for n, row in enumerate(rows, 1))
     details = [f"[{n}] {row.detail}" for n, row in enumerate(rows, 1) if row.detail]

@@ -10,7 +10,9 @@ override (model.backbone.checkpoint=run:autoencoder); the driver puts in the run
 metric is measured against another run (DERIVED: a corruption error relative to standard training) names that
 prerequisite as `versus`. Rows with a
 `series` and an `x` are also drawn as curves, one line per series (accuracy against labels per class, say); a row
-with `shown_in` is part of the table under those budgets only.
+with `shown_in` is part of the table under those budgets only. A table (or a row) with a `baseline` row compares each
+row with it instead of a published value (paired by seed: which additions help, which hurt, at what cost in wall
+time); a row's `seeds: {budget: N}` runs it with N seeds under that budget instead of the table's.
 """
 
 from dataclasses import dataclass
@@ -45,6 +47,8 @@ class Row:
     x: float | None = None
     versus: str | None = None  # the prerequisite a DERIVED metric is measured against
     export: str | None = None  # int8: the row is the int8 ONNX export of its runs (accuracy and cost measured on it)
+    baseline: str | None = None  # the row it is compared with (paired by seed), where the table has no published values
+    seeds: int | None = None  # this budget's seeds for the row (None: the table's)
 
     @property
     def needs(self) -> list[str]:
@@ -91,7 +95,10 @@ def load_table(cfg: DictConfig) -> Table:
     unknown = [r for r in picked if r not in spec.entries]
     if unknown:
         raise ConfigError(f"table.rows: no row {', '.join(unknown)} in {where} (rows: {', '.join(spec.entries)})")
-    rows = tuple(parse_row(row, spec.entries[row], spec, budget, where) for row in picked)
+    rows = [parse_row(row, spec.entries[row], spec, budget, where) for row in picked]
+    wanted = [r.baseline for r in rows if r.baseline is not None and r.baseline not in picked]
+    rows = tuple(parse_row(name, spec.entries[name], spec, budget, where) for name in dict.fromkeys(wanted)
+                 if name in spec.entries) + tuple(rows)  # a row picked alone brings the row it is judged against
     prerequisites = {key: Prerequisite(key, str(entry.get("label", key)), tuple(str(o) for o in entry.overrides))
                      for key, entry in (spec.get("prerequisites") or {}).items()}
     for row in rows:
@@ -99,6 +106,8 @@ def load_table(cfg: DictConfig) -> Table:
         if missing:
             raise ConfigError(f"table.entries.{row.name}: {RUN_OF}{missing[0]} names no prerequisite of {where} "
                               f"(prerequisites: {', '.join(prerequisites) or 'none'})")
+        if row.baseline is not None and row.baseline not in {r.name for r in rows}:
+            raise ConfigError(f"table.entries.{row.name}.baseline: no row {row.baseline!r} among this budget's rows")
         if (row.metric in DERIVED) != (row.versus is not None):
             raise ConfigError(f"table.entries.{row.name}: `versus: <prerequisite>` goes with a metric measured "
                               f"against another run ({', '.join(DERIVED)}), and only with one")
@@ -130,9 +139,13 @@ def parse_row(name: str, entry: DictConfig, spec: DictConfig, budget: str, where
         raise ConfigError(f"table.entries.{name} needs overrides (what to train) or `context` (why it is only shown)")
     budgets = entry.get("budgets") or {}
     skip = ("context: " + context) if context else (entry.get("skip") or {}).get(budget)
+    baseline = entry.get("baseline", spec.get("baseline"))
+    seeds = (entry.get("seeds") or {}).get(budget)
+    if seeds is not None and (not isinstance(seeds, int) or seeds < 1):
+        raise ConfigError(f"table.entries.{name}.seeds.{budget} must be a positive integer, got {seeds!r}")
     overrides = [*(entry.get("overrides") or []), *(budgets.get(budget) or [])]
     return Row(name=name, label=entry.label, published=None if published is None else float(published),
                source=entry.source, tolerance=float(entry.get("tolerance", spec.tolerance)), note=entry.get("note"),
                overrides=tuple(str(o) for o in overrides), skip=skip, metric=str(entry.get("metric", spec.metric)),
                year=entry.get("year"), series=entry.get("series"), x=entry.get("x"), versus=entry.get("versus"),
-               export=entry.get("export"))
+               export=entry.get("export"), baseline=None if baseline == name else baseline, seeds=seeds)

@@ -70,7 +70,7 @@ class Reproduction:
         info = self.table.info
         self.user_overrides = train_overrides
         self.jobs = {(row.name, seed): self.job(row, seed) for row in self.table.rows if row.skip is None
-                     for seed in range(info.seeds)}
+                     for seed in range(row.seeds or info.seeds)}
         self.prerequisite_jobs = {(p.name, seed): self.job(p, seed) for p in self.table.prerequisites.values()
                                   for seed in range(info.seeds)}
         self.prerequisite_runs: dict[tuple[str, int], str] = {}  # (name, seed) -> its run id, once trained or found
@@ -132,12 +132,13 @@ class Reproduction:
 
     def run_row(self, row: Row, parent_id: str) -> RowResult:
         result = RowResult(name=row.name, label=row.label, published=row.published, source=row.source,
-                           tolerance=row.tolerance, note=row.note, year=row.year, series=row.series, x=row.x)
+                           tolerance=row.tolerance, note=row.note, year=row.year, series=row.series, x=row.x,
+                           baseline=row.baseline)
         if row.skip:
             result.reason = f"not run: {row.skip}" if not row.skip.startswith("context") else row.skip
             return result
-        failures = []
-        for seed in range(self.info.seeds):
+        failures, seeds = [], row.seeds or self.info.seeds
+        for seed in range(seeds):
             try:
                 run = reuse_or_train(self.row_job(row, seed, parent_id), self.client, self.run_dir(row.name, seed),
                                      parent_id, train=self.launcher.kind == "local")
@@ -161,7 +162,7 @@ class Reproduction:
             if "fit/epochs" in run.data.metrics:
                 result.epochs.append(run.data.metrics["fit/epochs"])
         if failures:
-            result.reason = f"{len(failures)} of {self.info.seeds} seeds failed"
+            result.reason = f"{len(failures)} of {seeds} seeds failed"
             result.detail = "; ".join(failures)
         if self.table.cost and result.run_ids:
             result.cost = self.cost_of(result.run_ids[0], row.export)
@@ -200,14 +201,14 @@ class Reproduction:
         folder = self.root / "outputs" / "launch" / f"table-{self.info.name}-{self.info.budget}"
         first = [(job, self.run_dir(name, seed)) for (name, seed), job in self.prerequisite_jobs.items()]
         first += [(self.jobs[(row.name, seed)], self.run_dir(row.name, seed)) for row in self.table.rows
-                  if row.skip is None and not row.needs for seed in range(self.info.seeds)]
+                  if row.skip is None and not row.needs for seed in range(row.seeds or self.info.seeds)]
         failed = launch.train_all(first, self.launcher, self.client, parent_id, folder)
         for (name, seed), job in self.prerequisite_jobs.items():
             run = job.finished_run(self.client)
             if run is not None:
                 self.prerequisite_runs[(name, seed)] = run.info.run_id
         then = [(self.row_job(row, seed, parent_id), self.run_dir(row.name, seed)) for row in self.table.rows
-                if row.skip is None and row.needs for seed in range(self.info.seeds)
+                if row.skip is None and row.needs for seed in range(row.seeds or self.info.seeds)
                 if all((n, seed) in self.prerequisite_runs for n in row.needs)]
         failed += launch.train_all(then, self.launcher, self.client, parent_id, folder)
         for line in failed:

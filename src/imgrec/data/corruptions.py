@@ -6,14 +6,18 @@ Images are float [0, 1] pixels (N, C, H, W), 1 or 3 channels; they stay in [0, 1
 
 The severity constants are those of the reference implementation that made CIFAR-10-C (make_cifar_c.py of
 github.com/hendrycks/robustness), for every dataset: where a constant is a size in pixels (blur radii and sigmas,
-the elastic transform's displacements) it is scaled from 32 px to the image's side. Its algorithms are followed with
-these differences, none of which moves a severity: motion blur is ImageMagick's kernel (one-sided Gaussian weights
-along a random direction) applied here rather than by ImageMagick; JPEG is PIL's encoder, one image at a time; the
-elastic transform's affine and displacement are one resampling. `rotate`, `shear`, `translate` and `zoom` (zooming
-out) are MNIST-C's (Mu & Gilmer 2019; github.com/google-research/mnist-c), whose five levels are in its code;
-translations are scaled from 28 px.
+the elastic transform's displacements) it is scaled from 32 px to the image's side. At 32 px each deterministic
+corruption is the reference's to one level of 255 (JPEG exactly), glass blur and fog are too given the same draws,
+and motion blur is ImageMagick's (tests/test_corruption_reference.py holds them to the reference restated, and to
+ImageMagick through Wand). Differences, none of which moves a severity: motion blur is ImageMagick's kernel applied
+here rather than by ImageMagick; JPEG is PIL's encoder, one image at a time; the elastic transform's affine and
+displacement are one resampling, where the reference interpolates twice. `saturate` (one of the reference's extras)
+takes RGB images only: `corruptions_for(channels)` leaves it out for grayscale ones. `rotate`, `shear`, `translate`
+and `zoom` (zooming out) are MNIST-C's (Mu & Gilmer 2019; github.com/google-research/mnist-c), whose five levels are
+in its code; translations are scaled from 28 px.
 """
 
+import functools
 import io
 import math
 from collections.abc import Callable
@@ -154,15 +158,21 @@ def glass_blur(x, severity, generator):
 
 
 def motion_blur(x, severity, generator):
-    """ImageMagick's MotionBlurImage (what the reference calls): weights exp(-i^2 / 2 sigma^2), i = 0 .. 2 ceil(radius),
-    at offsets i (cos a, sin a) rounded to pixels, along a random direction a in (-45, 45) degrees; edges repeated."""
+    """ImageMagick's MotionBlurImage (what the reference calls), along a random direction in (-45, 45) degrees."""
     radius, sigma = [(6, 1), (6, 1.5), (6, 2), (8, 2), (9, 2.5)][severity - 1]
-    radius, sigma = scaled(x, radius), scaled(x, sigma)
+    angles = uniform(generator, (x.shape[0],), -45, 45, "cpu")
+    return motion_blur_at(x, scaled(x, radius), scaled(x, sigma), angles)
+
+
+def motion_blur_at(x: torch.Tensor, radius: float, sigma: float, angles: torch.Tensor) -> torch.Tensor:
+    """ImageMagick 6's MotionBlurImage (effect.c) rebuilt: weights exp(-i^2 / 2 sigma^2), i = 0 .. 2 ceil(radius),
+    normalized, at offsets i (cos a, sin a) rounded to pixels (ceil(v - 0.5)), along each image's angle a in
+    degrees; edges repeated (its default virtual pixels). tests/test_corruption_reference.py holds it to ImageMagick."""
     width = 2 * math.ceil(radius) + 1
     steps = torch.arange(width, dtype=torch.float64)
     weights = torch.exp(-(steps**2) / (2 * sigma**2))
     weights = (weights / weights.sum()).to(x)
-    angle = uniform(generator, (x.shape[0],), -45, 45, "cpu").double().deg2rad()
+    angle = angles.double().deg2rad()
     off_x = torch.ceil(steps.view(1, -1) * angle.cos().view(-1, 1) - 0.5).long()  # (N, width)
     off_y = torch.ceil(steps.view(1, -1) * angle.sin().view(-1, 1) - 0.5).long()
     n, c, h, w = x.shape
@@ -177,14 +187,36 @@ def motion_blur(x, severity, generator):
 
 
 def zoom_blur(x, severity, generator):
-    """The mean of the image and of it zoomed in about its centre by each factor (bilinear)."""
-    end = [1.06, 1.11, 1.16, 1.21, 1.26][severity - 1]
-    factors = np.arange(1, end, 0.01)  # as the reference: float steps, so 1.06 and 1.11 are in
+    """The mean of the image and of it zoomed in by each factor as the reference's clipped_zoom does it, quirk
+    included (fidelity to CIFAR-10-C as published): a crop of ceil(side / z) pixels from (side - crop) // 2, zoomed by
+    scipy.ndimage.zoom (order 1, corners aligned) to round(crop * z) and trimmed back from its own centre, so the zoom
+    is about a point that moves with the factor (at severity 1 on 32 px, the top-left corner), by rounded sizes."""
+    factors = [np.arange(1, 1.06, 0.01), np.arange(1, 1.11, 0.01), np.arange(1, 1.16, 0.01), np.arange(1, 1.21, 0.01),
+               np.arange(1, 1.26, 0.01)][severity - 1]  # the reference's float steps: 1.06 and 1.11 come in
+    h, w = x.shape[-2:]
     out = x.clone()
-    eye = torch.eye(2, device=x.device).expand(x.shape[0], 2, 2)
     for factor in factors:
-        out += affine_about_centre(x, eye / float(factor))
+        rows, cols = clipped_zoom_matrix(h, float(factor)).to(x), clipped_zoom_matrix(w, float(factor)).to(x)
+        out += rows @ x @ cols.T
     return out / (len(factors) + 1)
+
+
+def clipped_zoom_matrix(side: int, factor: float) -> torch.Tensor:
+    """(side, side): the reference's clipped_zoom along one axis as a matrix. scipy.ndimage.zoom(order=1) reads
+    output pixel o of a zoom from n to m pixels at n-1 / m-1 times o (the corners aligned), linearly."""
+    crop = int(np.ceil(side / factor))
+    top = (side - crop) // 2
+    zoomed = int(round(crop * factor))
+    trim = (zoomed - side) // 2
+    position = (torch.arange(side, dtype=torch.float64) + trim) * ((crop - 1) / (zoomed - 1) if zoomed > 1 else 0.0)
+    low = position.floor().clamp(0, crop - 1)
+    high = (low + 1).clamp(max=crop - 1)
+    weight = position - low
+    matrix = torch.zeros(side, side, dtype=torch.float64)
+    rows = torch.arange(side)
+    matrix[rows, (top + low).long()] += 1 - weight
+    matrix[rows, (top + high).long()] += weight
+    return matrix
 
 
 # -- weather and digital -----------------------------------------------------------------------------------------
@@ -238,11 +270,35 @@ def contrast(x, severity, generator):
 
 
 def pixelate(x, severity, generator):
-    """Box-averaged down to c of the side, then blown up again (PIL's BOX both ways)."""
+    """Down to c of the side and back up, with PIL's BOX filter both ways, as the reference: each resize is PIL's own
+    weights (box_matrix) applied to the batch as a matrix along each axis."""
     c = [0.95, 0.9, 0.85, 0.75, 0.65][severity - 1]
     h, w = x.shape[-2:]
-    small = F.interpolate(x, size=(int(h * c), int(w * c)), mode="area")
-    return F.interpolate(small, size=(h, w), mode="nearest")
+    small_h, small_w = int(h * c), int(w * c)
+    down = box_matrix(h, small_h).to(x) @ x @ box_matrix(w, small_w).to(x).T
+    return box_matrix(small_h, h).to(x) @ down @ box_matrix(small_w, w).to(x).T
+
+
+@functools.cache
+def box_matrix(size: int, new_size: int) -> torch.Tensor:
+    """(new_size, size): PIL's BOX resampling from `size` to `new_size` pixels along one axis, read off PIL itself
+    (the identity resized in 32-bit float mode, so nothing is rounded)."""
+    identity = Image.fromarray(np.eye(size, dtype=np.float32), mode="F")
+    return torch.from_numpy(np.array(identity.resize((new_size, size), Image.Resampling.BOX))).T.contiguous()
+
+
+def saturate(x, severity, generator):
+    """The reference's saturate (one of its extras): HSV saturation s -> clip(s * c0 + c1, 0, 1), hue and value kept;
+    a gray pixel (no hue: skimage's 0, red) is tinted red by c1. RGB images only."""
+    scale, shift = [(0.3, 0), (0.1, 0), (1.5, 0), (2, 0.1), (2.5, 0.2)][severity - 1]
+    if x.shape[1] != 3:
+        raise ValueError("saturate changes colour: it takes RGB images (a grayscale model has no saturation)")
+    value, low = x.amax(1, keepdim=True), x.amin(1, keepdim=True)
+    saturation = torch.where(value > 0, (value - low) / value.clamp_min(1e-12), torch.zeros_like(value))
+    new = (saturation * scale + shift).clamp(0, 1)
+    recoloured = value - (value - x) * new / saturation.clamp_min(1e-12)
+    red = torch.cat([value, value * (1 - new), value * (1 - new)], 1)  # hue 0 for the gray pixels
+    return torch.where(saturation > 0, recoloured, red)
 
 
 def jpeg_compression(x, severity, generator):
@@ -319,8 +375,15 @@ CORRUPTIONS: dict[str, Corruption] = {
     "fog": fog, "brightness": brightness, "contrast": contrast, "elastic_transform": elastic_transform,
     "pixelate": pixelate, "jpeg_compression": jpeg_compression,
     "rotate": rotate, "shear": shear, "translate": translate, "zoom": zoom,
+    "saturate": saturate,  # last: generator_for keys each corruption's draws by its place here
 }
 SEVERITIES = (1, 2, 3, 4, 5)
+COLOUR_ONLY = ("saturate",)  # left out for grayscale images
+
+
+def corruptions_for(channels: int) -> list[str]:
+    """Every corruption that applies to images of `channels` channels."""
+    return [name for name in CORRUPTIONS if channels == 3 or name not in COLOUR_ONLY]
 
 
 def generator_for(seed: int, name: str, severity: int) -> torch.Generator:

@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 import lightning as L
 import torch
 
-from imgrec.data.corruptions import CORRUPTIONS, SEVERITIES, corrupt, generator_for
+from imgrec.data.corruptions import CORRUPTIONS, SEVERITIES, corrupt, corruptions_for, generator_for
 
 log = logging.getLogger(__name__)
 PREFIX = "test/corruption/"
@@ -71,7 +71,7 @@ class CorruptionAccuracy(L.Callback):
             raise ValueError(f"callbacks.corruptions: n >= 0, severities in 1-5 and corruptions among "
                              f"{', '.join(CORRUPTIONS)}; got n={n}, severities={list(severities)}, unknown {unknown}")
         self.n, self.severities, self.batch_size, self.seed = n, list(severities), batch_size, seed
-        self.corruptions = list(corruptions) if corruptions else list(CORRUPTIONS)
+        self.corruptions = list(corruptions) if corruptions else None  # None: every one for the images' channels
 
     @torch.inference_mode()
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -90,18 +90,18 @@ class CorruptionAccuracy(L.Callback):
                 right += int((logits.argmax(1) == labels[start : start + self.batch_size]).sum())
             return right / len(labels)
 
+        names = self.corruptions or corruptions_for(pixels.shape[1])
         metrics = {f"{PREFIX}clean": accuracy(pixels)}
-        for name in self.corruptions:
+        for name in names:
             per_severity = []
             for severity in self.severities:
                 bad = corrupt(pixels, name, severity, generator_for(self.seed, name, severity))
                 per_severity.append(accuracy(bad))
             metrics[f"{PREFIX}{name}"] = sum(per_severity) / len(per_severity)
-        metrics["test/corruption_acc"] = sum(metrics[f"{PREFIX}{name}"] for name in self.corruptions) / len(
-            self.corruptions)
+        metrics["test/corruption_acc"] = sum(metrics[f"{PREFIX}{name}"] for name in names) / len(names)
         pl_module.train(was_training)
         log.info("corruptions: clean %.4f, mean over %d corruptions x %d severities %.4f (%d test images)",
-                 metrics[f"{PREFIX}clean"], len(self.corruptions), len(self.severities), metrics["test/corruption_acc"],
+                 metrics[f"{PREFIX}clean"], len(names), len(self.severities), metrics["test/corruption_acc"],
                  len(labels))
         if trainer.logger is not None:
             trainer.logger.log_metrics(metrics, step=trainer.global_step)

@@ -22,7 +22,7 @@ import torch
 
 from imgrec import hub
 from imgrec.data import catalog
-from imgrec.data.corruptions import CORRUPTIONS, SEVERITIES, corrupt, generator_for
+from imgrec.data.corruptions import CORRUPTIONS, SEVERITIES, corrupt, corruptions_for, generator_for
 from imgrec.errors import ConfigError
 from imgrec.jobs import ModelJob, Verb
 from imgrec.pictures import grid_figure
@@ -35,12 +35,16 @@ SUMMARY = [text_column("corruption", "corruption"), Column("mean accuracy", "acc
            Column("CE", "ce", ".3f"), Column("relative CE", "relative_ce", ".3f")]
 
 
-def chosen(cfg) -> tuple[list[str], list[int]]:
-    names = list(CORRUPTIONS) if cfg.corruptions is None else (
+def chosen(cfg, channels: int) -> tuple[list[str], list[int]]:
+    """(the corruptions, the severities): every corruption that applies to the model's images when none are named."""
+    names = corruptions_for(channels) if cfg.corruptions is None else (
         [cfg.corruptions] if isinstance(cfg.corruptions, str) else list(cfg.corruptions))
     unknown = [name for name in names if name not in CORRUPTIONS]
     if unknown or not names:
         raise ConfigError(f"corruptions: unknown {unknown or names}; the corruptions are {', '.join(CORRUPTIONS)}")
+    colour = [name for name in names if name not in corruptions_for(channels)]
+    if colour:
+        raise ConfigError(f"corruptions: {', '.join(colour)} changes colour; the model takes {channels}-channel images")
     levels = [cfg.severity] if isinstance(cfg.severity, int) else list(cfg.severity)
     if not levels or not all(isinstance(s, int) and s in SEVERITIES for s in levels):
         raise ConfigError(f"severity: integers from 1 to 5, got {cfg.severity!r}")
@@ -63,7 +67,7 @@ def reference_model(job: ModelJob):
 
 
 def check(job: ModelJob) -> None:
-    chosen(job.cfg)
+    chosen(job.cfg, job.model.spec.in_shape[0])
     job.fitting_classes()
     reference_model(job)
     if job.cfg.save is not None and (job.dataset not in catalog.DATASETS or job.dataset == "digits"):
@@ -133,7 +137,7 @@ def save_corrupted(job: ModelJob, name: str, severity: int, images: torch.Tensor
 
 def run(job: ModelJob) -> Report:
     cfg, model = job.cfg, job.model
-    names, levels = chosen(cfg)
+    names, levels = chosen(cfg, model.spec.in_shape[0])
     reference = reference_model(job)
     images, labels, class_names = job.evaluation_split(cfg.n)
     models = {"acc": model, **({"reference_acc": reference} if reference is not None else {})}

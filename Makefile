@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 FASHION_MNIST := /usr/share/datasets/fashion-mnist
 
-.PHONY: setup data train test ui dashboard serve clean
+.PHONY: setup data train test test-fast lint ui dashboard serve clean
 
 setup: $(BIN)/.installed data
 
@@ -35,10 +35,18 @@ TEST_THREADS := OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
 test: setup
 	$(TEST_THREADS) $(BIN)/python -m pytest -n 2 --dist worksteal $(ARGS)
 
+# The inner loop: every test that trains nothing and starts no server (under 2 minutes here)
+test-fast: setup
+	$(TEST_THREADS) $(BIN)/python -m pytest -n 2 --dist worksteal -m "not trains" $(ARGS)
+
+lint: setup
+	$(BIN)/ruff check .
+
 # make ui: the MLflow UI on MLFLOW_TRACKING_URI (a server is opened in the browser as it is), else mlruns/mlflow.db
 ui: setup
 	@case "$${MLFLOW_TRACKING_URI:-}" in http://*|https://*) echo "the runs are on $$MLFLOW_TRACKING_URI: open it in a browser";; \
-	  *) $(BIN)/mlflow ui --backend-store-uri "$${MLFLOW_TRACKING_URI:-sqlite:///mlruns/mlflow.db}";; esac
+	  *) echo "open http://127.0.0.1:5000/#/experiments?workflowType=machine_learning (MLflow's model-training view)"; \
+	     $(BIN)/mlflow ui --backend-store-uri "$${MLFLOW_TRACKING_URI:-sqlite:///mlruns/mlflow.db}";; esac
 
 # make dashboard [STORAGE=postgresql://...] [DASHBOARD_PORT=8080]: every Optuna study of the sweeps' storage
 STORAGE ?= sqlite:///outputs/sweeps/optuna.db

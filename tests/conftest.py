@@ -71,9 +71,17 @@ def empty_mlflow_db(tmp_path_factory) -> Path:
     return path
 
 
+# Fixtures that train a model or start a server: a test that uses one is marked `trains` (`make test-fast` skips them).
+TRAINING_FIXTURES = {"make_cfg", "project", "trained_classifier", "gray_classifier", "classifier_homes",
+                     "postgres_server", "postgres_url"}
+
+
 def pytest_collection_modifyitems(items):
     """The slow tests (processes, servers) first: two workers (`make test`) then finish together instead of one
     waiting for the other's last long test. Otherwise in file order."""
+    for item in items:
+        if item.get_closest_marker("slow") or TRAINING_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.trains)
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 

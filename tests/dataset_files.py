@@ -217,7 +217,7 @@ SAMPLE_PHOTOS = {  # real photographs shipped with scikit-image and scikit-learn
 GRAY_TEXTURES = {"brick": "brick.png", "grass": "grass.png", "gravel": "gravel.png"}  # 512 x 512 grayscale photos
 
 
-def sample_photo(kind: str, name: str) -> "Image.Image":
+def sample_photo(kind: str, name: str):  # a PIL image
     from importlib.resources import files
 
     from PIL import Image

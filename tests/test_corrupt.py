@@ -10,7 +10,7 @@ import torch
 from mlflow import MlflowClient
 
 from imgrec.data import catalog
-from imgrec.data.corruptions import CORRUPTIONS, SEVERITIES, corrupt, disk, gaussian_blur_of
+from imgrec.data.corruptions import SEVERITIES, corrupt, corruptions_for, disk, gaussian_blur_of
 from tests.conftest import cli, model_job_args, runs
 
 # -- the corruptions ----------------------------------------------------------------------------------------------
@@ -21,7 +21,7 @@ def test_every_corruption_keeps_shape_and_range_is_seeded_and_grows_with_severit
     # smooth images, as photographs are (on pixel noise any shift changes everything)
     images = gaussian_blur_of(torch.rand(*shape, generator=torch.Generator().manual_seed(0)), 2.0)
     images = (images - images.amin()) / (images.amax() - images.amin())
-    for name in CORRUPTIONS:
+    for name in corruptions_for(shape[1]):
         changes = []
         for severity in SEVERITIES:
             out = corrupt(images, name, severity, torch.Generator().manual_seed(1))
@@ -187,7 +187,7 @@ def test_an_augmix_batch_holds_the_images_and_two_views_and_the_loss_adds_their_
     datamodule = BuiltinImages("mnist", str(idx_root), download=False, batch_size=8, val_size=32,
                                  augment={"hflip": True, "augmix": True})
     datamodule.setup("fit")
-    datamodule.trainer = type("Training", (), {"training": True})()
+    datamodule.trainer = type("Training", (), {"training": True, "current_epoch": 0, "max_epochs": 1})()
     images, labels = next(iter(datamodule.train_dataloader()))
     torch.manual_seed(0)
     views, _ = datamodule.on_after_batch_transfer((images, labels), 0)

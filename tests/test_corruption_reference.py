@@ -60,8 +60,11 @@ def test_fog_is_the_references_given_the_same_draws(image_sets, severity):
     for kind, images in image_sets.items():
         ours = reference.imgrec_255(corruptions.fog, images[:1], severity, draws_of(3))
         generator = draws_of(3)
-        theirs = reference.fog(images[0], severity,
-                               lambda shape: torch.rand((1, *shape), generator=generator, dtype=torch.float64)[0].numpy())
+
+        def uniforms(shape, generator=generator):
+            return torch.rand((1, *shape), generator=generator, dtype=torch.float64)[0].numpy()
+
+        theirs = reference.fog(images[0], severity, uniforms)
         assert np.abs(ours[0] - theirs).max() <= ONE_LEVEL, kind
 
 

@@ -83,7 +83,9 @@ def test_pruning_removes_channels_and_the_record_rebuilds_the_net(model, shape):
     torch.manual_seed(0)
     net = build(model, shape, 10).eval()
     pruned = prune(net, shape, 0.5).eval()
-    count = lambda n: sum(p.numel() for p in n.parameters())  # noqa: E731
+    def count(n):
+        return sum(p.numel() for p in n.parameters())
+
     assert count(pruned) < 0.45 * count(net)
     images = torch.rand(3, *shape)
     assert pruned(images).shape == (3, 10) and count(net) == count(build(model, shape, 10))  # the original kept
@@ -126,6 +128,7 @@ def test_compress_prunes_fine_tunes_and_names_the_new_model_last(trained_classif
 @pytest.mark.parametrize("args, message", [
     (["prune=1.5"], "prune: the share of channels to remove, between 0 and 1"),
     (["prune=0.5", "finetune_epochs=0"], "finetune_epochs: a positive integer"),
+    (["data=cifar10"], "data: not a choice here; set its keys instead: data.root"),  # the model's own data
 ])
 def test_bad_compression_is_one_line(gray_classifier, args, message):
     with pytest.raises(SystemExit) as err:

@@ -115,11 +115,10 @@ def test_sam_steps_with_the_gradient_at_the_worst_weights_rho_away():
 
 def test_muon_lion_and_sam_train_through_the_pipeline_with_a_schedule(make_cfg):
     import pytest
+    from mlflow import MlflowClient
 
     from imgrec.train import train
     from tests.conftest import runs
-
-    from mlflow import MlflowClient
 
     for name in ("muon", "lion", "sam"):
         cfg = make_cfg("data=digits", f"optimizer={name}", "scheduler=cosine", "model.channels=[8]", "model.fc=[16]",

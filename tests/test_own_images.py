@@ -204,7 +204,7 @@ def test_drawn_splits_keep_each_classs_share_and_follow_the_split_seed_alone():
     labels = torch.tensor([0] * 50 + [1] * 30 + [2] * 20)
     kept, held = holdout(labels, 0.1, 0, stratify=True, key="data.test_size")
     assert torch.bincount(labels[held]).tolist() == [5, 3, 2] and len(kept) == 90
-    assert sorted((kept.tolist() + held.tolist())) == list(range(100))
+    assert sorted(kept.tolist() + held.tolist()) == list(range(100))
     again, other = holdout(labels, 0.1, 0, True, "k")[1], holdout(labels, 0.1, 1, True, "k")[1]
     assert torch.equal(again, held) and not torch.equal(other, held)
     _, odd = holdout(labels, 7, 0, True, "k")  # a count: the largest remainders fill it up
@@ -345,9 +345,9 @@ def test_cv_sweep_and_compare_train_on_the_folder(folder_model, tmp_path):
 
 
 def test_serve_takes_image_files_and_refuses_what_does_not_decode(folder_model):
+    import mlflow
     from fastapi.testclient import TestClient
 
-    import mlflow
     from imgrec.deploy.server import app_for
     from imgrec.verbs.serve import served_uri
 
@@ -370,10 +370,10 @@ def test_serve_takes_image_files_and_refuses_what_does_not_decode(folder_model):
 
 def test_the_logged_model_refuses_malformed_input_on_every_serving_path(folder_model):
     """The pyfunc checks its own input: MLflow's scoring app alone (as `mlflow models serve` runs it) answers 4xx."""
-    from fastapi.testclient import TestClient
-
     import mlflow
+    from fastapi.testclient import TestClient
     from mlflow.pyfunc import scoring_server
+
     from imgrec.verbs.serve import served_uri
 
     mlflow.set_tracking_uri(folder_model["tracking"])

@@ -2,7 +2,6 @@
 progressive resizing), stochastic depth, and Lightning's learning-rate finder (`imgrec tune`, optimizer.lr=auto)."""
 
 import math
-from pathlib import Path
 
 import pytest
 import torch

@@ -33,7 +33,7 @@ from tests.conftest import cli
 
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
 
-GAN_SWEEP = "gan_capacity"  # needs a trained classifier and the DCGAN task: not exercised here
+GAN_SWEEP = "gan_capacity"  # needs a trained classifier and the DCGAN task: its own test below
 SHIPPED = sorted(p.stem for p in (CONF_DIR / "sweep").glob("*.yaml"))
 TINY = [  # a two-epoch, two-batch trial of an 8-channel CNN
     "data=mnist", "trainer.max_epochs=2", "trainer.limit_train_batches=2", "trainer.limit_val_batches=2",

@@ -157,3 +157,26 @@ def test_real_fashion_mnist_learns(make_cfg, tmp_path):
         "data.batch_size=64", "data.val_size=5000", "data.eval_batch_size=500",
     )
     assert train(cfg) > 0.75  # ~0.83 after 150 steps; chance is 0.10
+
+
+def test_the_network_summary_lists_layers_not_metric_objects_and_no_empty_flops(capsys):
+    import lightning as L
+    import torch
+    from torchmetrics import MetricCollection
+    from torchmetrics.classification import MulticlassAccuracy
+
+    from imgrec.progress import NetworkSummary
+
+    class Task(L.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.net = torch.nn.Linear(4, 3)
+            self.val_metrics = MetricCollection({"acc": MulticlassAccuracy(3)})
+            self.test_acc = MulticlassAccuracy(3)
+
+    trainer = type("Trainer", (), {"is_global_zero": True, "strategy": None})()
+    NetworkSummary(max_depth=1).on_fit_start(trainer, Task())
+    shown = capsys.readouterr().out
+    assert "net" in shown and "Linear" in shown and "15" in shown  # the layer and its 4 x 3 + 3 parameters
+    assert "metrics" not in shown and "Accuracy" not in shown and "test_acc" not in shown
+    assert "FLOPs" not in shown

@@ -1,5 +1,6 @@
 """The MLflow UI in a real browser: headless Chromium renders the runs page of a store holding a training run,
-a sweep and a cross-validation, and the run names and the Dataset column are in what it shows."""
+a sweep and a cross-validation, and the run names and the Dataset column are in what it shows; the experiment's
+page at the address imgrec prints shows the training runs, not MLflow 3's GenAI overview."""
 
 import os
 import shutil
@@ -51,6 +52,10 @@ def test_the_runs_page_shows_the_runs_and_their_dataset(make_cfg, idx_root, tmp_
         import requests
 
         wait_for(server, lambda: requests.get(f"http://127.0.0.1:{port}/health", timeout=5).ok or None, "mlflow ui")
+        # the page a run's summary prints: MLflow 3.17's UI takes its mode from its GenAI / Model-training switch (GenAI
+        # by default), not from the experiment's kind; the address says the mode, and the page lists the training runs
+        first = chromium(f"http://127.0.0.1:{port}/#/experiments/{experiment}?workflowType=machine_learning",
+                         "--dump-dom")
         url = f"http://127.0.0.1:{port}/#/experiments/{experiment}/runs"
         dom = chromium(url, "--dump-dom")
         screenshot = tmp_path / "runs.png"
@@ -58,6 +63,9 @@ def test_the_runs_page_shows_the_runs_and_their_dataset(make_cfg, idx_root, tmp_
     finally:
         server.terminate()
         server.wait(timeout=30)
+    tags = MlflowClient(store).get_experiment(experiment).tags
+    assert tags.get("mlflow.experimentKind") == "custom_model_development"
+    assert "cnn-mnist" in first and "Token Usage" not in first, "the experiment's page does not list its runs"
     for name in ("cnn-mnist", "sweep-ui", "cv-2fold-"):  # a run, the sweep's parent, the cross-validation's parent
         assert name in dom, f"{name} is not on the runs page"
     assert "Dataset" in dom and "mnist" in dom  # the Dataset column and the runs' dataset input

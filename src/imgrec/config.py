@@ -125,6 +125,9 @@ def explain(err: Exception, config_name: str, overrides: Sequence[str]) -> str:
         where = f" in {parent}" if parent else ""
         if key in KEY_HINTS:
             return f"{key}: no such key{where}: {KEY_HINTS[key]}"
+        if match == [name]:  # a section of this command's config, not a group whose options it chooses from
+            inner = sibling_keys(config_name, [o for o in overrides if override_key(o) != key], key)
+            return f"{key}: not a choice here; set its keys instead: {', '.join(f'{key}.{k}' for k in inner)}"
         if match:
             return f"{key}: no such key{where} (did you mean {'.'.join(filter(None, [parent, match[0]]))}?)"
         if known:

@@ -7,6 +7,12 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import lightning as L
+from lightning.pytorch.callbacks import RichModelSummary
+from lightning.pytorch.utilities.model_summary import get_human_readable_count
+from rich import get_console
+from rich.table import Table
+from torchmetrics import Metric, MetricCollection
+from typing_extensions import override
 
 log = logging.getLogger("imgrec")
 
@@ -117,3 +123,30 @@ def log_to_file(output_dir: Path) -> Iterator[None]:
     finally:
         logging.getLogger().removeHandler(handler)
         handler.close()
+
+
+class NetworkSummary(RichModelSummary):
+    """Lightning's rich summary of the network's layers, without what is not a layer: the task's torchmetrics
+    objects (modules to Lightning, so its table lists them) and the FLOPs column, which Lightning fills only when
+    the module has an example input (imgrec's FLOPs are in its cost profile)."""
+
+    @override
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not self._max_depth or not trainer.is_global_zero:
+            return
+        summary = self._summary(trainer, pl_module)
+        metrics = {name for name, module in pl_module.named_modules() if isinstance(module, (Metric, MetricCollection))}
+        data = dict(summary._get_summary_data())
+        keep = [i for i, name in enumerate(data["Name"]) if name not in metrics]
+        table = Table(header_style="bold magenta")
+        for column in (" ", "Name", "Type", "Params", "Mode"):
+            table.add_column(column, justify="right" if column == "Params" else "left",
+                             style="dim" if column == " " else None)
+        for i in keep:
+            table.add_row(str(len(table.rows)), *(data[column][i] for column in ("Name", "Type", "Params", "Mode")))
+        console = get_console()
+        console.print(table)
+        trainable, total = summary.trainable_parameters, summary.total_parameters
+        console.print(f"[bold]Trainable params[/]: {get_human_readable_count(trainable)}   [bold]Non-trainable "
+                      f"params[/]: {get_human_readable_count(total - trainable)}   [bold]Total params[/]: "
+                      f"{get_human_readable_count(total)} ({summary.model_size:.2f} MB)", soft_wrap=True)

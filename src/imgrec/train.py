@@ -242,5 +242,18 @@ def print_summary(trainer: L.Trainer, cfg: DictConfig, metric: float | None, run
     console.print(f"[bold]MLflow run[/] {run_id} (experiment '{cfg.logger.experiment_name}')")
     console.print(f"[bold]Outputs[/]    {output_dir}")
     uri = cfg.logger.tracking_uri
-    browse = uri if uri.startswith(("http://", "https://")) else f"mlflow ui --backend-store-uri {uri}"
-    console.print(f"[bold]Browse[/]     {browse}")
+    served = uri.startswith(("http://", "https://"))
+    experiment = getattr(trainer.logger, "experiment_id", None)
+    page = run_page(uri if served else UI_ADDRESS, experiment, run_id) if experiment is not None else uri
+    if not served:
+        console.print(f"[bold]Browse[/]     mlflow ui --backend-store-uri {uri}", soft_wrap=True)
+    console.print(f"{'           ' if not served else '[bold]Browse[/]     '}{page}", soft_wrap=True)  # URLs unbroken
+
+
+UI_ADDRESS = "http://127.0.0.1:5000"  # where `mlflow ui` serves by default
+
+
+def run_page(server: str, experiment: str, run_id: str) -> str:
+    """The run's page; workflowType: MLflow 3's UI otherwise opens in its GenAI mode (traces, token usage), whatever
+    the experiment's kind."""
+    return f"{server.rstrip('/')}/#/experiments/{experiment}/runs/{run_id}?workflowType=machine_learning"

@@ -1,7 +1,7 @@
 """The composed config, checked before anything is built or tracked: one place, one line per mistake.
 
-- The fixed keys (shared/ARCHITECTURE.md: seed, data.*, optimizer.lr, logger.*, ...) have the types
-  and ranges below.
+- The fixed keys every command shares (seed, data.*, optimizer.lr, logger.*, ...; docs/architecture.md) have the
+  types and ranges below.
 - Every `trainer.*` key is an argument of lightning.Trainer, of the type its signature declares.
 - Every key of a node with a `_target_` (model, data, task, optimizer, callbacks, ...) is an argument
   of that target: a typo names the key and the closest argument.

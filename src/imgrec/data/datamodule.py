@@ -85,7 +85,8 @@ class EpochShuffle(Sampler[int]):
         return self.length
 
     def __iter__(self):
-        order = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch + self.stream * 7_919)
+        # modulo 2^63: without seed_everything, torch's initial seed is a 64-bit number that would overflow
+        order = torch.Generator().manual_seed((self.seed * 100_003 + self.epoch + self.stream * 7_919) % 2**63)
         passes = [torch.randperm(self.size, generator=order) for _ in range(math.ceil(self.length / self.size))]
         return iter(torch.cat(passes)[: self.length].tolist())
 

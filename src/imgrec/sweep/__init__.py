@@ -1,14 +1,15 @@
 """Optuna sweeps that answer a hyperparameter question: `imgrec sweep sweep=cnn_kernel [overrides]`.
 
 Modules: space (search space -> overrides), storage (storage URLs, the exact budget, heartbeats), pruning (the
-reporting callback), constraint (a metric each answer must keep), report (answer.md, trials.csv, plots). The
+reporting callback), constraint (a metric each answer must keep), pareto (the front of two objectives), report
+(answer.md, trials.csv, plots). The
 driver (the Sweep: configs, study, trials, parent run) is imgrec.verbs.sweep.
 
 A sweep (conf/sweep/NAME.yaml, composed through conf/verbs/sweep.yaml) names a question, a metric,
 a search space over config keys, base overrides, a sampler, a pruner and a budget. Each trial composes
 conf/train.yaml with base + command-line + sampled overrides (later wins) and calls the same
 `imgrec.train.train` as train.py; a callback reports the metric to Optuna after every validation epoch
-so the pruner can stop hopeless trials. Optuna (>= 4) is driven directly through ask/tell.
+so the pruner can stop hopeless trials. Optuna (>= 5) is driven directly through ask/tell.
 
 Several processes or machines running the same command share one study (storage URL + study name):
 

@@ -14,7 +14,7 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 
 from imgrec.tracking.query import find_runs
-from imgrec.tracking.run import lifecycle
+from imgrec.tracking.run import experiment_id, lifecycle
 
 PARENT_TAG, SOURCE_RUN_TAG, ROLE_TAG = "mlflow.parentRunId", "imgrec.source_run", "imgrec.role"
 NOTE_TAG = "mlflow.note.content"  # the run's description in the MLflow UI
@@ -49,13 +49,10 @@ class DriverRun:
     def child_of(cls, client: MlflowClient, source_run_id: str | None, name: str, tags: Mapping[str, str],
                  params: Mapping[str, Any] | None = None, experiment_name: str = "imgrec") -> "DriverRun":
         """A new run under `source_run_id` (in its experiment); without a source run, a top-level run."""
-        if source_run_id:
-            experiment_id = client.get_run(source_run_id).info.experiment_id
-            tags = {PARENT_TAG: source_run_id, SOURCE_RUN_TAG: source_run_id, **tags}
-        else:
-            experiment = client.get_experiment_by_name(experiment_name)
-            experiment_id = experiment.experiment_id if experiment else client.create_experiment(experiment_name)
-        return cls.create(client, experiment_id, name, tags, params)
+        if not source_run_id:
+            return cls.create(client, experiment_id(client, experiment_name), name, tags, params)
+        tags = {PARENT_TAG: source_run_id, SOURCE_RUN_TAG: source_run_id, **tags}
+        return cls.create(client, client.get_run(source_run_id).info.experiment_id, name, tags, params)
 
     @property
     def experiment_id(self) -> str:

@@ -37,14 +37,22 @@ CHECKPOINT_DIR_TAG = "imgrec.checkpoint_dir"
 BEST_CHECKPOINT_TAG = "imgrec.best_checkpoint"
 
 
-def experiment_id(client: MlflowClient, name: str, artifact_location: str) -> str:
+# MLflow 3's UI opens an experiment without a kind on its GenAI overview (traces, token usage); this kind opens it on
+# the training runs
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+
+
+def experiment_id(client: MlflowClient, name: str, artifact_location: str | None = None) -> str:
     """The experiment's id, created as Lightning's MLFlowLogger creates it (so drivers' parent runs and
-    the training runs share it) if it does not exist yet."""
+    the training runs share it) if it does not exist yet, of the kind whose UI page lists the training runs."""
     experiment = client.get_experiment_by_name(name)
     if experiment is not None:
+        if experiment.tags.get("mlflow.experimentKind") is None:  # made by an earlier imgrec
+            for key, value in EXPERIMENT_KIND.items():
+                client.set_experiment_tag(experiment.experiment_id, key, value)
         return experiment.experiment_id
     try:
-        return client.create_experiment(name, artifact_location=artifact_location)
+        return client.create_experiment(name, artifact_location=artifact_location, tags=EXPERIMENT_KIND)
     except MlflowException:  # created by another process meanwhile
         return client.get_experiment_by_name(name).experiment_id
 

@@ -18,7 +18,7 @@ from imgrec import tuning
 from imgrec.config import compose
 from imgrec.errors import ConfigError
 from imgrec.jobs import Job, Verb
-from imgrec.report import Column, Figure, Report, Section, Table, text_column
+from imgrec.report import Report, Section, Table, text_column
 from imgrec.tracking.driver_run import ROLE_TAG, DriverRun
 from imgrec.tracking.run import experiment_id
 from imgrec.tracking.store import open_store

@@ -1,4 +1,4 @@
-"""Inference precision chosen per batch size (imgrec.deploy.precision, imgrec.hub.PixelModel)."""
+"""Inference precision chosen per batch size (imgrec.inference_precision, imgrec.hub.PixelModel)."""
 
 import copy
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from imgrec.deploy import precision
+from imgrec import inference_precision as precision
 from imgrec.errors import ConfigError
 from imgrec.hub import PixelModel, load_model
 from imgrec.models.spec import NetSpec

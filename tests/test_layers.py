@@ -23,7 +23,14 @@ def imported_modules(path: Path) -> set[str]:
     return names
 
 
-@pytest.mark.parametrize("package", ["data", "models", "tracking", "hub.py", "pictures.py", "stats.py", "report.py"])
+# Every package and module below the tasks. deploy is not yet: its logged_model callback imports the classification
+# task (it belongs with the other callbacks, above the tasks).
+LOWER = ["data", "models", "tracking", "robust", "explain", "hub.py", "pictures.py", "stats.py", "report.py",
+         "config.py", "console.py", "cost.py", "errors.py", "hardware.py", "inference_precision.py", "optimizers.py",
+         "validation.py", "fewshot.py", "profiling.py", "progress.py", "repeating.py", "tuning.py"]
+
+
+@pytest.mark.parametrize("package", LOWER)
 def test_lower_layers_import_nothing_above_them(package):
     files = [SRC / package] if package.endswith(".py") else sorted((SRC / package).rglob("*.py"))
     for path in files:

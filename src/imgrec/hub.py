@@ -28,9 +28,9 @@ from imgrec import hardware, models
 from imgrec.config import URI_FORMS, default_tracking_uri
 from imgrec.data.decode import Preprocess
 from imgrec.data.pixels import Normalization
-from imgrec.deploy.precision import bf16_from_batch
-from imgrec.deploy.precision import check as check_precision
 from imgrec.errors import ConfigError, one_line
+from imgrec.inference_precision import bf16_from_batch
+from imgrec.inference_precision import check as check_precision
 from imgrec.models.spec import NET_SPEC_KEY, NetSpec
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -184,7 +184,7 @@ def load_model(uri: str, tracking_uri: str | None = None, key: str = "model", pr
     """The trained classifier of `uri`, taking [0, 1] images and returning logits (eval mode, frozen weights).
 
     `precision`: 32-true (the default: attacks and attributions want exact gradients), bf16-mixed (bf16 autocast
-    for every batch) or auto (bf16 from the batch size where it measured faster here: imgrec.deploy.precision)."""
+    for every batch) or auto (bf16 from the batch size where it measured faster here: imgrec.inference_precision)."""
     precision = check_precision(precision)
     net, spec = load_net(uri, tracking_uri, key)
     if spec.mean is None or spec.std is None:

@@ -3,7 +3,7 @@ of running a trained model is.
 
 Backends: eager PyTorch in fp32 and with bf16 autocast (channels_last for conv nets), eager with the precision
 `load_model(precision="auto")` chooses per batch size (bf16 from the batch size where it measured faster here,
-imgrec.deploy.precision; its fp32 and bf16 times per batch size are a table of their own), torch.compile of the
+imgrec.inference_precision; its fp32 and bf16 times per batch size are a table of their own), torch.compile of the
 eager model, ONNX Runtime on the fp32 export and on the int8 (static, QDQ) export of imgrec.deploy.export.
 For each: latency p50/p99 at batch 1, throughput at batch 256, the peak resident memory the backend adds
 while it runs (Linux: VmHWM after resetting it), its file size, and its accuracy on the model's test set.
@@ -24,8 +24,8 @@ import torch
 from imgrec import hardware
 from imgrec.cost import latency_ms
 from imgrec.deploy.export import agreement, eager, export_int8, export_onnx, logits_of, runner
-from imgrec.deploy.precision import bf16_from_batch
 from imgrec.errors import ConfigError
+from imgrec.inference_precision import bf16_from_batch
 from imgrec.jobs import ModelJob, Verb
 from imgrec.report import Column, Figure, Report, Section, Table, figure, text_column
 

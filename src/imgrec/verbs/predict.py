@@ -6,7 +6,7 @@ the model's own preprocessing: its channels, size and centre crop), predicts the
 `pred_2`, `prob_2`, ... up to top-k: outputs/predict/<run id>/predictions.csv (and `output`, CSV or JSON by its
 extension, when given) and a `predict` child run of the model's run. A file that is not an image is one line
 naming it; the others are still predicted, and the command exits 1 at the end. `precision=auto` runs a batch
-in bf16 autocast only from the batch size where bf16 measured faster than fp32 on this machine (imgrec.deploy.precision).
+in bf16 autocast only from the batch size where bf16 measured faster than fp32 on this machine (imgrec.inference_precision).
 """
 
 import json
@@ -19,8 +19,8 @@ from rich.console import Console
 from rich.progress import track
 
 from imgrec.deploy.images import batches, find_inputs
-from imgrec.deploy.precision import PRECISIONS
 from imgrec.errors import ConfigError
+from imgrec.inference_precision import PRECISIONS
 from imgrec.jobs import ModelJob, Verb
 from imgrec.report import Column, Report, Section, Table, text_column, write_atomically
 

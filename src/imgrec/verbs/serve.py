@@ -8,12 +8,12 @@ requests get a 4xx and one line before the model sees them (imgrec.deploy.server
 wrong shape, an empty batch, strings, NaN, values outside [0, 1]), and the server answers the next. The model is a
 registered one (`imgrec export model=runs:/<id> register=NAME` makes one), a version, or runs:/<run_id>: the
 MLflow model every classifier run logs. It runs until Ctrl-C. `precision=auto` (the default) runs a request's batch
-in bf16 autocast only from the batch size where bf16 measured faster than fp32 at start-up (imgrec.deploy.precision).
+in bf16 autocast only from the batch size where bf16 measured faster than fp32 at start-up (imgrec.inference_precision).
 """
 
-from imgrec.deploy.precision import PRECISIONS
-from imgrec.deploy.precision import check as check_precision
 from imgrec.errors import ConfigError
+from imgrec.inference_precision import PRECISIONS
+from imgrec.inference_precision import check as check_precision
 from imgrec.jobs import Job, Verb
 
 

@@ -239,8 +239,8 @@ def print_summary(trainer: L.Trainer, cfg: DictConfig, metric: float | None, run
     if "test/acc" in trainer.callback_metrics:
         console.print(f"[bold]test/acc[/] {float(trainer.callback_metrics['test/acc']):.4f}", end="")
     console.print()
-    console.print(f"[bold]MLflow run[/] {run_id} (experiment '{cfg.logger.experiment_name}')")
-    console.print(f"[bold]Outputs[/]    {output_dir}")
+    console.print(f"[bold]MLflow run[/] {run_id} (experiment '{cfg.logger.experiment_name}')", soft_wrap=True)
+    console.print(f"[bold]Outputs[/]    {output_dir}", soft_wrap=True)  # a path to copy: never broken across lines
     uri = cfg.logger.tracking_uri
     served = uri.startswith(("http://", "https://"))
     experiment = getattr(trainer.logger, "experiment_id", None)

@@ -121,7 +121,7 @@ def test_ckpt_path_last_with_nothing_to_resume_starts_a_new_run(make_cfg, mlflow
     "override, message",
     [
         ("data.batch_size=0", "data.batch_size must be a positive integer"),
-        ("optimizer.lr=-1", "optimizer.lr must be a number > 0, got -1"),
+        ("optimizer.lr=-1", "optimizer.lr must be a number > 0 or auto (the finder's), got -1"),
         ("model.kernel_size=[3,3,3]", "model: kernel_size"),
         ("model.activation=swishy", "model: activation"),
         ("task.loss=hinge", "task: task.loss"),

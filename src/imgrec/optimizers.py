@@ -31,6 +31,14 @@ def named(params: Iterable) -> list[tuple[str, torch.nn.Parameter]]:
     return [item if isinstance(item, tuple) else (str(i), item) for i, item in enumerate(items)]
 
 
+
+def loss_of(closure: Callable | None):
+    """The loss `closure` recomputes (with gradients), as torch's optimizers evaluate it in step(); None without one."""
+    if closure is None:
+        return None
+    with torch.enable_grad():
+        return closure()
+
 class MuonAdamW(Optimizer):
     def __init__(self, params: Iterable, lr: float = 0.02, momentum: float = 0.95, nesterov: bool = True,
                  weight_decay: float = 0.0, ns_steps: int = 5, adjust_lr_fn: str | None = "match_rms_adamw",
@@ -42,7 +50,8 @@ class MuonAdamW(Optimizer):
         matrices = [i for i, (name, p) in enumerate(params) if p.ndim >= 2 and not any(w in name for w in NOT_MUON)]
         matrices = matrices[:-1]  # the last weight matrix is the classifier's
         muon = [params[i][1] for i in matrices]
-        others = [p for i, (_, p) in enumerate(params) if i not in set(matrices)]
+        chosen = set(matrices)
+        others = [p for i, (_, p) in enumerate(params) if i not in chosen]
         muon_defaults = torch.optim.Muon([torch.zeros(1, 1)], lr=lr).defaults  # PyTorch's own, and its checks
         groups = [{"params": muon, "use_muon": True, **muon_defaults, "lr": lr, "momentum": momentum,
                    "nesterov": nesterov, "weight_decay": weight_decay, "ns_steps": ns_steps,
@@ -56,10 +65,7 @@ class MuonAdamW(Optimizer):
     def step(self, closure: Callable | None = None):
         from torch.optim._muon import muon
 
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = loss_of(closure)
         for group in self.param_groups:
             params = [p for p in group["params"] if p.grad is not None]
             if group["use_muon"]:
@@ -105,10 +111,7 @@ class Lion(Optimizer):
 
     @torch.no_grad()
     def step(self, closure: Callable | None = None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = loss_of(closure)
         for group in self.param_groups:
             beta1, beta2 = group["betas"]
             for p in group["params"]:

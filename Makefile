@@ -45,7 +45,7 @@ lint: setup
 # make ui: the MLflow UI on MLFLOW_TRACKING_URI (a server is opened in the browser as it is), else mlruns/mlflow.db
 ui: setup
 	@case "$${MLFLOW_TRACKING_URI:-}" in http://*|https://*) echo "the runs are on $$MLFLOW_TRACKING_URI: open it in a browser";; \
-	  *) echo "open http://127.0.0.1:5000/#/experiments?workflowType=machine_learning (MLflow's model-training view)"; \
+	  *) echo "open http://127.0.0.1:5000/#/?workflowType=machine_learning (MLflow's model-training view)"; \
 	     $(BIN)/mlflow ui --backend-store-uri "$${MLFLOW_TRACKING_URI:-sqlite:///mlruns/mlflow.db}";; esac
 
 # make dashboard [STORAGE=postgresql://...] [DASHBOARD_PORT=8080]: every Optuna study of the sweeps' storage

@@ -37,9 +37,11 @@ CHECKPOINT_DIR_TAG = "imgrec.checkpoint_dir"
 BEST_CHECKPOINT_TAG = "imgrec.best_checkpoint"
 
 
-# MLflow 3's UI opens an experiment without a kind on its GenAI overview (traces, token usage); this kind opens it on
-# the training runs
-EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+# What these experiments are, for MLflow's UI. 3.17.2's UI still opens in GenAI mode whatever the kind (its switch
+# decides, unless the address says workflowType=machine_learning: imgrec.train.run_page); the kind is kept for
+# versions that read it.
+KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = {KIND_TAG: "custom_model_development"}
 
 
 def experiment_id(client: MlflowClient, name: str, artifact_location: str | None = None) -> str:
@@ -47,7 +49,7 @@ def experiment_id(client: MlflowClient, name: str, artifact_location: str | None
     the training runs share it) if it does not exist yet, of the kind whose UI page lists the training runs."""
     experiment = client.get_experiment_by_name(name)
     if experiment is not None:
-        if experiment.tags.get("mlflow.experimentKind") is None:  # made by an earlier imgrec
+        if experiment.tags.get(KIND_TAG) is None:  # made by an earlier imgrec
             for key, value in EXPERIMENT_KIND.items():
                 client.set_experiment_tag(experiment.experiment_id, key, value)
         return experiment.experiment_id
